@@ -1,0 +1,34 @@
+# The two commands a new user runs:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PHOTOS ?= ../shared/datasets/caltech101
+COLLECTION ?= demo.lookalike
+QUERY  ?= $(firstword $(wildcard $(PHOTOS)/*/image_0001.jpg $(PHOTOS)/*/*.jpg))
+
+.PHONY: setup demo serve test lock clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# Index a real photo folder (incremental: a second run only embeds what changed) and search it.
+demo: setup
+	$(BIN)/lookalike index $(PHOTOS) --collection $(COLLECTION)
+	$(BIN)/lookalike info --collection $(COLLECTION) --top 5
+	$(BIN)/lookalike search "$(QUERY)" --collection $(COLLECTION) -k 10
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.in
+	$(BIN)/pip freeze --exclude-editable | grep -v '^lookalike' > requirements.lock
+
+clean:
+	rm -rf $(VENV) $(COLLECTION)

@@ -1,0 +1,5 @@
+"""lookalike: find the photos in a folder that look most like a query photo."""
+from lookalike.collection import Collection, CollectionError, Result, UpdateReport
+
+__all__ = ["Collection", "CollectionError", "Result", "UpdateReport"]
+__version__ = "0.1.0"

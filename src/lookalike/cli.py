@@ -1,0 +1,123 @@
+"""The `lookalike` command: parse arguments, call Collection, print."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from lookalike.collection import Collection, CollectionError, Result
+from lookalike.encoders import DEFAULT_ENCODER, UnknownEncoder
+from lookalike.images import BadImage
+
+DEFAULT_COLLECTION = "lookalike.collection"
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    with Collection.open_or_create(args.collection, encoder=args.encoder) as collection:
+        for folder in args.folders:
+            report = collection.update(folder, progress=not args.quiet)
+            print(f"{report.root}: {report.summary()} ({report.embedded} embedded in {report.seconds:.1f}s)")
+            if report.skipped and not args.quiet:
+                print("skipped:")
+                for path, reason in report.skipped[: args.show_skipped]:
+                    print(f"  {path}: {reason}")
+                if len(report.skipped) > args.show_skipped:
+                    print(f"  ... and {len(report.skipped) - args.show_skipped} more (see `lookalike info`)")
+        print(f"collection {args.collection}: {len(collection)} images")
+    return 0
+
+
+def format_table(results: list[Result]) -> str:
+    lines = [f"{'rank':>4}  {'score':>6}  {'category':<20}  path"]
+    for r in results:
+        lines.append(f"{r.rank:>4}  {r.score:6.3f}  {(r.category or '-'):<20}  {r.path}")
+    return "\n".join(lines)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    with Collection.open(args.collection, readonly=True) as collection:
+        try:
+            results = collection.search(args.image, k=args.k, category=args.category)
+        except BadImage as e:
+            raise BadImage(f"{args.image}: {e}") from None
+    if args.json:
+        query = str(Path(args.image).absolute())
+        print(json.dumps({"query": query, "k": args.k, "results": [r.to_dict() for r in results]}, indent=2))
+    else:
+        print(format_table(results))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with Collection.open(args.collection, readonly=True) as collection:
+        info = collection.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    enc = info["encoder"]
+    print(f"collection   {info['path']}")
+    print(f"images       {info['items']}")
+    print(f"encoder      {enc['name']} ({enc['dim']}-d, weights {enc['checksum']})")
+    print(f"index        {info['index']['backend']} {info['index']['params'] or ''}".rstrip())
+    print(f"size on disk {info['size_bytes'] / 1e6:.1f} MB")
+    print(f"folders      {', '.join(info['roots']) or '-'}")
+    print(f"updated      {info['updated']}")
+    cats = info["categories"]
+    print(f"categories   {len([c for c in cats if c != '(none)'])}")
+    for name, n in sorted(cats.items(), key=lambda kv: (-kv[1], kv[0]))[: args.top]:
+        print(f"  {n:>7}  {name}")
+    if len(cats) > args.top:
+        print(f"  ... {len(cats) - args.top} more")
+    print(f"skipped      {len(info['skipped'])}")
+    for s in info["skipped"]:
+        print(f"  {s['path']}: {s['reason']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lookalike", description="Find the photos that look most like a photo.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--collection", "-c", default=DEFAULT_COLLECTION, help="collection folder (default: %(default)s)")
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("index", cmd_index, "Add a folder of photos to a collection, or bring it up to date.")
+    p.add_argument("folders", nargs="+", help="photo folder(s); first-level subfolders are categories")
+    p.add_argument("--encoder", default=None, help=f"encoder name or trained model folder (new collections: {DEFAULT_ENCODER})")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or skip list")
+    p.add_argument("--show-skipped", type=int, default=20, metavar="N", help="list at most N skipped files")
+
+    p = add("search", cmd_search, "Find the images most like a query image.")
+    p.add_argument("image", help="query image file")
+    p.add_argument("-k", type=int, default=10, help="number of results (default: %(default)s)")
+    p.add_argument("--category", default=None, help="only results from this category")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("info", cmd_info, "Show what a collection holds.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--top", type=int, default=20, help="list the N largest categories")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CollectionError, BadImage, UnknownEncoder) as e:
+        print(f"lookalike: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"lookalike: error: {e.strerror}: {e.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lookalike: interrupted; what was committed is kept, run again to finish", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""Collection: one directory holding a photo collection's catalogue, vectors and index.
+
+It is the only object the CLI, the server, the notebook and the evaluator talk to.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from lookalike.catalog import Catalog, Item, NewItem
+from lookalike.embedding import Batch, Known, embed_files
+from lookalike.encoders import DEFAULT_ENCODER, OnnxEncoder, get_encoder
+from lookalike.images import FoundFile, decode_bytes, read_bytes, scan
+from lookalike.index import Index, create_index
+from lookalike.vectors import VECTORS_FILE, VectorFile
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CATALOG = "catalog.sqlite"
+LOCK = "write.lock"
+
+
+class CollectionError(Exception):
+    """A problem the user can fix; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Result:
+    rank: int
+    id: int
+    path: str
+    category: str | None
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "path": self.path, "category": self.category, "score": round(self.score, 6)}
+
+
+@dataclass
+class UpdateReport:
+    root: str
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    embedded: int = 0  # images run through the encoder (identical content is embedded once)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), this run and earlier
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.added} added, {self.updated} updated, {self.removed} removed, "
+            f"{self.unchanged} unchanged, {len(self.skipped)} skipped"
+        )
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class Collection:
+    """Open with `Collection.open(dir)` or `Collection.create(dir, encoder=...)`."""
+
+    def __init__(self, path: Path, manifest: dict, readonly: bool = False) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.catalog = Catalog(path / CATALOG, readonly=readonly)
+        self.vectors = VectorFile(path / VECTORS_FILE, self.dim)
+        self._encoder: OnnxEncoder | None = None
+        self._generation = -1
+        self._index: Index | None = None
+        self._id_to_row: dict[int, int] = {}
+        self._matrix = np.zeros((0, self.dim), np.float32)
+
+    # --- opening ------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike, encoder: str = DEFAULT_ENCODER, backend: str = "exact") -> "Collection":
+        path = Path(path)
+        if (path / MANIFEST).exists():
+            raise CollectionError(f"{path} already holds a collection")
+        if path.exists() and any(path.iterdir()):
+            raise CollectionError(f"{path} exists and is not an empty folder or a collection")
+        enc = get_encoder(encoder)
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "encoder": {**enc.info.to_dict(), "spec": encoder},
+            "index": {"backend": backend, "params": {}},
+            "created": _now(),
+            "updated": _now(),
+            "counts": {"items": 0, "skipped": 0, "categories": 0},
+        }
+        _write_json_atomic(path / MANIFEST, manifest)
+        collection = cls(path, manifest)
+        collection._encoder = enc
+        return collection
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, readonly: bool = False) -> "Collection":
+        path = Path(path)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise CollectionError(f"no collection at {path} (run `lookalike index FOLDER --collection {path}`)") from None
+        except (OSError, ValueError) as e:
+            raise CollectionError(f"cannot read {path / MANIFEST}: {e}") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise CollectionError(f"{path} has format {manifest.get('format_version')}, expected {FORMAT_VERSION}")
+        return cls(path, manifest, readonly=readonly)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, encoder: str | None = None) -> "Collection":
+        if (Path(path) / MANIFEST).exists():
+            collection = cls.open(path)
+            if encoder is not None:
+                collection.check_encoder(encoder)
+            return collection
+        return cls.create(path, encoder=encoder or DEFAULT_ENCODER)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- encoder ------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["encoder"]["dim"])
+
+    @property
+    def encoder(self) -> OnnxEncoder:
+        if self._encoder is None:
+            self._encoder = get_encoder(self.manifest["encoder"]["spec"])
+            self._check_same(self._encoder)
+        return self._encoder
+
+    def check_encoder(self, spec: str) -> None:
+        """Refuse to mix vectors of two encoders in one collection."""
+        encoder = get_encoder(spec)
+        self._check_same(encoder)
+        self._encoder = encoder
+
+    def _check_same(self, enc: OnnxEncoder) -> None:
+        mine = self.manifest["encoder"]
+        if (enc.info.name, enc.info.checksum, enc.info.dim) != (mine["name"], mine["checksum"], mine["dim"]):
+            raise CollectionError(
+                f"{self.path} holds vectors of encoder {mine['name']} (weights {mine['checksum']}, {mine['dim']}-d);"
+                f" {enc.info.name} (weights {enc.info.checksum}, {enc.info.dim}-d) cannot be mixed in."
+                " Index into a new collection instead."
+            )
+
+    # --- writing ------------------------------------------------------------------------------
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        with open(self.path / LOCK, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                raise CollectionError(
+                    f"{self.path} is being indexed by {holder}; wait for it to finish and run again"
+                ) from None
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"process {os.getpid()}")
+            lock.flush()
+            try:
+                yield
+            finally:
+                lock.truncate(0)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def update(self, folder: str | os.PathLike, progress: bool = True, batch_size: int = 32) -> UpdateReport:
+        """Bring the collection in line with `folder`: embed new and changed images, drop deleted ones.
+
+        Each batch is committed atomically: stopping at any moment keeps what was committed, and a
+        re-run only does what is left.
+        """
+        started = time.perf_counter()
+        try:
+            found, scan_skipped = scan(folder)
+        except FileNotFoundError as e:
+            raise CollectionError(str(e)) from None
+        root = str(Path(os.path.abspath(folder)))
+        report = UpdateReport(root=root)
+        with self._write_lock():
+            indexed = self.catalog.files_under(root)
+            skipped_before = self.catalog.skipped_under(root)
+            todo: list[FoundFile] = []
+            for f in found:
+                previous = indexed.get(f.path)
+                if previous and previous[1:] == (f.size, f.mtime_ns):
+                    report.unchanged += 1
+                elif f.path in skipped_before and skipped_before[f.path] == (f.size, f.mtime_ns):
+                    continue  # still the same bad file: reported below, not retried
+                else:
+                    todo.append(f)
+            present = {f.path for f in found} | {s.path for s in scan_skipped}
+            gone = [p for p in indexed if p not in present]
+            with self.catalog.transaction() as tx:
+                tx.remove_paths(gone + [p for p in skipped_before if p not in present])
+                for s in scan_skipped:
+                    tx.record_skip(root, s.path, None, None, s.reason)
+            report.removed = len(gone)
+            self._embed(todo, indexed, report, progress, batch_size)
+            report.skipped = [(p, r) for p, r in self.catalog.skipped() if p.startswith(root + os.sep)]
+            self._write_manifest()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _embed(
+        self, todo: list[FoundFile], indexed: dict, report: UpdateReport, progress: bool, batch_size: int
+    ) -> None:
+        hash_rows = self.catalog.hash_rows()
+        bar = tqdm(total=len(todo), unit="img", desc="embedding", disable=not progress or not todo, smoothing=0.1)
+        with bar:
+            for batch in embed_files(todo, self.encoder, hash_rows, batch_size=batch_size):
+                self._commit(batch, hash_rows)
+                for file, _ in batch.embedded + batch.duplicates:
+                    if file.path in indexed:
+                        report.updated += 1
+                    else:
+                        report.added += 1
+                report.embedded += len(batch.embedded)
+                bar.update(len(batch))
+
+    def _commit(self, batch: Batch, hash_rows: dict[str, int]) -> None:
+        """Append the batch's vectors, then commit its catalogue rows in one transaction."""
+        start = self.catalog.state("vector_rows")
+        end = self.vectors.append(start, batch.vectors)
+        for (file, decoded), row in zip(batch.embedded, range(start, end)):
+            hash_rows[decoded.hash] = row
+        with self.catalog.transaction() as tx:
+            for file, decoded in batch.embedded:
+                tx.upsert_item(_new_item(file, decoded), hash_rows[decoded.hash])
+            for file, decoded in batch.duplicates:
+                item = _new_item(file, decoded) if not isinstance(decoded, Known) else self._copy_of(file, decoded)
+                tx.upsert_item(item, hash_rows[decoded.hash])
+            for file, reason in batch.skipped:
+                tx.record_skip(file.root, file.path, file.size, file.mtime_ns, reason)
+            tx.set_state("vector_rows", end)
+
+    def _copy_of(self, file: FoundFile, known: Known) -> NewItem:
+        (width, height) = self.catalog.db.execute(
+            "SELECT width, height FROM items WHERE hash = ? LIMIT 1", (known.hash,)
+        ).fetchone()
+        return NewItem(file.root, file.path, file.category, file.size, file.mtime_ns, known.hash, width, height)
+
+    def remove_root(self, folder: str | os.PathLike) -> int:
+        """Forget every image indexed from `folder`."""
+        root = str(Path(os.path.abspath(folder)))
+        with self._write_lock():
+            paths = list(self.catalog.files_under(root)) + list(self.catalog.skipped_under(root))
+            with self.catalog.transaction() as tx:
+                tx.remove_paths(paths)
+            self._write_manifest()
+        return len(paths)
+
+    def _write_manifest(self) -> None:
+        self.manifest["updated"] = _now()
+        self.manifest["counts"] = {
+            "items": self.catalog.count(),
+            "skipped": len(self.catalog.skipped()),
+            "categories": len([c for c in self.catalog.categories() if c is not None]),
+        }
+        _write_json_atomic(self.path / MANIFEST, self.manifest)
+
+    # --- reading ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Load the latest committed state if a writer has committed since the last look."""
+        db = self.catalog.db
+        db.execute("BEGIN")  # one snapshot for the counts and the rows
+        try:
+            generation = self.catalog.state("generation")
+            if generation == self._generation:
+                return
+            rows = self.catalog.state("vector_rows")
+            ids, item_rows = self.catalog.id_row_pairs()
+        finally:
+            db.execute("COMMIT")
+        vectors = self.vectors.read(rows)
+        row_array = np.asarray(item_rows, np.int64)
+        if len(row_array) == len(vectors) and np.array_equal(row_array, np.arange(len(vectors))):
+            matrix = vectors  # rows line up with items: search the memory map itself
+        else:
+            matrix = np.asarray(vectors[row_array]) if len(row_array) else np.zeros((0, self.dim), np.float32)
+        index = create_index(self.manifest["index"]["backend"], self.dim, **self.manifest["index"]["params"])
+        index.build(np.asarray(ids, np.int64), matrix)
+        self._index, self._matrix = index, matrix
+        self._id_to_row = {i: n for n, i in enumerate(ids)}
+        self._generation = generation
+
+    def __len__(self) -> int:
+        self.refresh()
+        return len(self._id_to_row)
+
+    def vector_of(self, item_id: int) -> np.ndarray:
+        self.refresh()
+        try:
+            return np.asarray(self._matrix[self._id_to_row[item_id]])
+        except KeyError:
+            raise CollectionError(f"no item with id {item_id}") from None
+
+    def embed_image(self, image: str | os.PathLike | bytes) -> np.ndarray:
+        """The unit vector of a query image given as a path or as file bytes."""
+        data = read_bytes(str(image)) if not isinstance(image, bytes) else image
+        decoded = decode_bytes(data, self.encoder.prep)
+        return self.encoder.embed(decoded.tensor[None])[0]
+
+    def search(
+        self, image: str | os.PathLike | bytes, k: int = 10, category: str | None = None
+    ) -> list[Result]:
+        """The k items most like an image (a path or file bytes), optionally within one category."""
+        return self.search_vector(self.embed_image(image), k, category)
+
+    def similar(self, item_id: int, k: int = 10, category: str | None = None) -> list[Result]:
+        """More like an item already in the collection (the item itself comes first)."""
+        return self.search_vector(self.vector_of(item_id), k, category)
+
+    def search_vector(self, vector: np.ndarray, k: int = 10, category: str | None = None) -> list[Result]:
+        if k < 1:
+            raise CollectionError("k must be at least 1")
+        self.refresh()
+        query = np.asarray(vector, np.float32)[None]
+        if category is None:
+            ids, scores = self._index.search(query, k)
+        else:
+            ids, scores = self._search_category(query, k, category)
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        items = self.catalog.get_many(i for i, _ in found)
+        return [
+            Result(rank, i, items[i].path, items[i].category, score)
+            for rank, (i, score) in enumerate(((i, s) for i, s in found if i in items), start=1)
+        ]
+
+    def _search_category(self, query: np.ndarray, k: int, category: str) -> tuple[np.ndarray, np.ndarray]:
+        from lookalike.index.base import top_k
+
+        ids = np.asarray(self.catalog.ids_in_category(category), np.int64)
+        if len(ids) == 0:
+            known = ", ".join(str(c) for c in self.categories() if c is not None) or "none"
+            raise CollectionError(f"no category {category!r} (categories: {known})")
+        positions = np.asarray([self._id_to_row[i] for i in ids if i in self._id_to_row], np.int64)
+        matrix = np.asarray(self._matrix[positions])
+        return top_k(query @ matrix.T, ids[: len(positions)], k)
+
+    def items(self) -> Iterator[Item]:
+        return self.catalog.items()
+
+    def item(self, item_id: int) -> Item:
+        item = self.catalog.get(item_id)
+        if item is None:
+            raise CollectionError(f"no item with id {item_id}")
+        return item
+
+    def categories(self) -> dict[str | None, int]:
+        return self.catalog.categories()
+
+    def info(self) -> dict[str, Any]:
+        files = [p for p in self.path.iterdir() if p.is_file()]
+        return {
+            "path": str(self.path.resolve()),
+            "items": self.catalog.count(),
+            "categories": {str(k) if k is not None else "(none)": v for k, v in self.categories().items()},
+            "encoder": {k: v for k, v in self.manifest["encoder"].items()},
+            "index": self.manifest["index"],
+            "roots": self.catalog.roots(),
+            "size_bytes": sum(p.stat().st_size for p in files),
+            "skipped": [{"path": p, "reason": r} for p, r in self.catalog.skipped()],
+            "created": self.manifest["created"],
+            "updated": self.manifest["updated"],
+        }
+
+
+def _new_item(file: FoundFile, decoded) -> NewItem:
+    return NewItem(
+        file.root, file.path, file.category, file.size, file.mtime_ns, decoded.hash, decoded.width, decoded.height
+    )
