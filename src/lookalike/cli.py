@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from lookalike.collection import Collection, CollectionError, Result
+from lookalike.collection import Collection, CollectionError, Result, open_collection
 from lookalike.encoders import DEFAULT_ENCODER, UnknownEncoder
 from lookalike.images import BadImage
 
@@ -37,7 +37,7 @@ def format_table(results: list[Result]) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    with Collection.open(args.collection, readonly=True) as collection:
+    with open_collection(args.collection, readonly=True) as collection:
         try:
             results = collection.search(args.image, k=args.k, category=args.category)
         except BadImage as e:
@@ -51,7 +51,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with Collection.open(args.collection, readonly=True) as collection:
+    with open_collection(args.collection, readonly=True) as collection:
         info = collection.info()
     if args.json:
         print(json.dumps(info, indent=2))

@@ -327,6 +327,17 @@ class Collection:
         decoded = decode_bytes(data, self.encoder.prep)
         return self.encoder.embed(decoded.tensor[None])[0]
 
+    def predict(self, image: str | os.PathLike | bytes, top: int = 3) -> list[tuple[str, float]]:
+        """The encoder's most likely categories for an image, when it was trained on categories
+        (a fine-tuned model folder); empty for encoders without a category head."""
+        encoder = self.encoder
+        if not encoder.labels or encoder.label_kind != "categories":
+            return []
+        decoded = decode_bytes(read_bytes(str(image)) if not isinstance(image, bytes) else image, encoder.prep)
+        _, probs = encoder.embed_and_classify(decoded.tensor[None])
+        best = np.argsort(-probs[0])[:top]
+        return [(encoder.labels[i], float(probs[0][i])) for i in best]
+
     def search(
         self, image: str | os.PathLike | bytes, k: int = 10, category: str | None = None
     ) -> list[Result]:
@@ -390,6 +401,11 @@ class Collection:
             "created": self.manifest["created"],
             "updated": self.manifest["updated"],
         }
+
+
+def open_collection(spec: str | os.PathLike, readonly: bool = False) -> Collection:
+    """Open a collection named on the command line or in the API (a local collection folder)."""
+    return Collection.open(spec, readonly=readonly)
 
 
 def _new_item(file: FoundFile, decoded) -> NewItem:

@@ -31,7 +31,9 @@ def embedding_module(backbone, head=None):
     return Embedder().eval()
 
 
-def export_onnx(module, path: Path, prep: Preprocess, info: EncoderInfo, labels: list[str] | None) -> Path:
+def export_onnx(
+    module, path: Path, prep: Preprocess, info: EncoderInfo, labels: list[str] | None, label_kind: str = "imagenet"
+) -> Path:
     """Trace `module` to ONNX (dynamic batch) at `path`, written atomically, with its JSON sidecar."""
     import torch
 
@@ -49,7 +51,7 @@ def export_onnx(module, path: Path, prep: Preprocess, info: EncoderInfo, labels:
             opset_version=17,
             dynamo=False,
         )
-    write_sidecar(path, info, prep, labels)
+    write_sidecar(path, info, prep, labels, label_kind)
     os.replace(tmp, path)
     return path
 

@@ -35,6 +35,7 @@ class OnnxEncoder:
         onnx_path: Path,
         prep: Preprocess,
         labels: list[str] | None = None,
+        label_kind: str = "imagenet",
         threads: int | None = None,
     ) -> None:
         import onnxruntime as ort
@@ -42,6 +43,7 @@ class OnnxEncoder:
         self.info = info
         self.prep = prep
         self.labels = labels
+        self.label_kind = label_kind  # "imagenet" (pretrained head) or "categories" (trained on a collection)
         self.onnx_path = Path(onnx_path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -76,9 +78,11 @@ class OnnxEncoder:
         return emb, probs / probs.sum(axis=1, keepdims=True)
 
 
-def write_sidecar(onnx_path: Path, info: EncoderInfo, prep: Preprocess, labels: list[str] | None) -> None:
+def write_sidecar(
+    onnx_path: Path, info: EncoderInfo, prep: Preprocess, labels: list[str] | None, label_kind: str = "imagenet"
+) -> None:
     """Store the preprocessing and labels beside an exported ONNX file (JSON, never pickle)."""
-    sidecar = {"encoder": info.to_dict(), "preprocess": asdict(prep), "labels": labels}
+    sidecar = {"encoder": info.to_dict(), "preprocess": asdict(prep), "labels": labels, "label_kind": label_kind}
     tmp = onnx_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(sidecar, indent=1))
     os.replace(tmp, onnx_path.with_suffix(".json"))
@@ -90,4 +94,6 @@ def load_onnx_encoder(onnx_path: Path) -> OnnxEncoder:
     prep = Preprocess(
         size=prep["size"], crop_pct=prep["crop_pct"], mean=tuple(prep["mean"]), std=tuple(prep["std"])
     )
-    return OnnxEncoder(EncoderInfo(**meta["encoder"]), onnx_path, prep, meta.get("labels"))
+    return OnnxEncoder(
+        EncoderInfo(**meta["encoder"]), onnx_path, prep, meta.get("labels"), meta.get("label_kind", "imagenet")
+    )
