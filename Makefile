@@ -6,7 +6,7 @@ PHOTOS ?= ../shared/datasets/caltech101
 COLLECTION ?= demo.lookalike
 QUERY  ?= $(firstword $(wildcard $(PHOTOS)/*/image_0001.jpg $(PHOTOS)/*/*.jpg))
 
-.PHONY: setup demo serve test lock clean
+.PHONY: setup demo serve test lock clean browser
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,12 @@ demo: setup
 	$(BIN)/lookalike info --collection $(COLLECTION) --top 5
 	$(BIN)/lookalike search "$(QUERY)" --collection $(COLLECTION) -k 10
 
-test: setup
+# The browser test drives Debian's chromium (Playwright cannot download browsers here).
+browser:
+	test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lock:

@@ -76,6 +76,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lookalike.server.run import serve
+    from lookalike.server.service import ServerConfig
+
+    config = ServerConfig(
+        collection=args.collection,
+        max_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=int(args.max_megapixels * 1_000_000),
+        max_batch=args.max_batch,
+        token=args.token,
+    )
+    serve(config, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookalike", description="Find the photos that look most like a photo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("info", cmd_info, "Show what a collection holds.")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--top", type=int, default=20, help="list the N largest categories")
+
+    p = add("serve", cmd_serve, "Serve the web page and REST API for a collection.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--token", default=None, help="require this secret for the page and the API")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    p.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted (default: %(default)s)")
+    p.add_argument("--max-megapixels", type=float, default=50, help="largest image accepted (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=16, help="uploads encoded together at most; 1 = one by one")
     return parser
 
 

@@ -25,6 +25,10 @@ class BadImage(ValueError):
     """A file that cannot be used as an image; the message says why in a few words."""
 
 
+class ImageTooLarge(BadImage):
+    """An image declaring more pixels than the limit, refused before any pixel is decoded."""
+
+
 @dataclass(frozen=True)
 class FoundFile:
     path: str  # absolute path as found (symlinks not resolved)
@@ -120,14 +124,14 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage("image too large (decompression bomb?)") from None
+        raise ImageTooLarge("image too large (decompression bomb?)") from None
     except UnidentifiedImageError:
         raise BadImage("not an image (unrecognised format)") from None
     except Exception as e:  # Pillow raises many types for malformed headers
         raise BadImage(f"not an image ({_short(e)})") from None
     width, height = img.size
     if width * height > max_pixels:
-        raise BadImage(f"image too large ({width}x{height} pixels; limit {max_pixels:,})")
+        raise ImageTooLarge(f"image too large ({width}x{height} pixels; limit {max_pixels:,})")
     if width == 0 or height == 0:
         raise BadImage("image has no pixels")
     return img
