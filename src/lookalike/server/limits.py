@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lookalike.server.service import too_large
 
 MULTIPART_OVERHEAD = 64 * 1024  # room for the form's other fields and part headers
+DRAIN_LIMIT = 1024 * 1024 * 1024  # read and drop at most this much of a refused body
 
 
 class BodyLimitMiddleware:
@@ -23,12 +24,22 @@ class BodyLimitMiddleware:
             declared = dict(scope["headers"]).get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.limit:
                 await self._refuse(int(declared), send)
+                await self._drain(receive, int(declared))
                 return
         await self.app(scope, receive, send)
 
     async def _refuse(self, size: int, send: Send) -> None:
         body = json.dumps({"detail": too_large(size, self.max_bytes).message}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _drain(self, receive: Receive, declared: int) -> None:
+        """Read and drop the refused body (not kept), so closing the connection does not reset it
+        before the client has read the 413; bodies declared over DRAIN_LIMIT are just cut off."""
+        if declared > DRAIN_LIMIT:
+            return
+        while True:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return

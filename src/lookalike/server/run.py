@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 import time
+from dataclasses import dataclass
 
 import uvicorn
 
@@ -47,3 +49,33 @@ def _open_share_link(server: uvicorn.Server, host: str, port: int, token: str | 
     print(f"lookalike: public link {url.replace('http://', 'https://', 1)}{suffix}")
     if not token:
         print("lookalike: warning: the public link has no --token; anyone with the link can use the server")
+
+
+@dataclass
+class BackgroundServer:
+    """A server running in a thread of this process (tests, notebooks); `stop()` shuts it down."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_background(config: ServerConfig, host: str = "127.0.0.1", port: int = 0, ui: bool = True) -> BackgroundServer:
+    """Load the collection, then serve it from a daemon thread on `port` (0: a free one); returns once it answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    app = create_app(config, with_ui=ui)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="lookalike-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    return BackgroundServer(f"http://{host}:{sock.getsockname()[1]}", server, thread)

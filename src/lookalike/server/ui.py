@@ -92,8 +92,7 @@ def build_ui(service: SearchService) -> gr.Blocks:
         status = f"More like **{Path(found['query']).name}** ({found['results'][0]['category'] or 'uncategorised'})"
         new_ids = [r["id"] for r in found["results"]]
         query_image = Image.open(io.BytesIO(thumb))
-        results = gr.Gallery(_gallery(found["results"], _root_url(request)), selected_index=None)
-        return query_image, results, new_ids, status
+        return query_image, _gallery(found["results"], _root_url(request)), new_ids, status
 
     def browse(category: str, request: gr.Request):
         if not category or category == ALL:
