@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
-from lookalike.collection import Collection, CollectionError, Result, open_collection
+from lookalike.collection import CollectionError, Result, open_collection, open_or_create_collection
 from lookalike.encoders import DEFAULT_ENCODER, UnknownEncoder
 from lookalike.images import BadImage
 
@@ -15,9 +16,15 @@ DEFAULT_COLLECTION = "lookalike.collection"
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    with Collection.open_or_create(args.collection, encoder=args.encoder) as collection:
+    with ExitStack() as stack:
+        collection = stack.enter_context(open_or_create_collection(args.collection, encoder=args.encoder))
+        embedder = None
+        if args.ray is not None:
+            from lookalike.distributed import RayEmbedder
+
+            embedder = stack.enter_context(RayEmbedder(address=args.ray or None))
         for folder in args.folders:
-            report = collection.update(folder, progress=not args.quiet)
+            report = collection.update(folder, progress=not args.quiet, embedder=embedder)
             print(f"{report.root}: {report.summary()} ({report.embedded} embedded in {report.seconds:.1f}s)")
             if report.skipped and not args.quiet:
                 print("skipped:")
@@ -61,7 +68,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"images       {info['items']}")
     print(f"encoder      {enc['name']} ({enc['dim']}-d, weights {enc['checksum']})")
     print(f"index        {info['index']['backend']} {info['index']['params'] or ''}".rstrip())
-    print(f"size on disk {info['size_bytes'] / 1e6:.1f} MB")
+    size = info["size_bytes"]
+    print(f"size on disk {size / 1e6:.1f} MB" if size is not None else "size on disk (on the Milvus server)")
     print(f"folders      {', '.join(info['roots']) or '-'}")
     print(f"updated      {info['updated']}")
     cats = info["categories"]
@@ -91,6 +99,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def store_spec(text: str) -> str:
+    if not text.startswith("milvus:"):
+        raise argparse.ArgumentTypeError(f"expected milvus:URI (e.g. milvus:./photos.db), not {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookalike", description="Find the photos that look most like a photo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--collection", "-c", default=DEFAULT_COLLECTION, help="collection folder (default: %(default)s)")
+        p.add_argument("--store", default=None, metavar="milvus:URI", type=store_spec,
+                       help="keep the collection in Milvus instead: milvus:./photos.db (Milvus Lite), milvus:http://host:19530")
         p.set_defaults(func=fn)
         return p
 
@@ -106,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default=None, help=f"encoder name or trained model folder (new collections: {DEFAULT_ENCODER})")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or skip list")
     p.add_argument("--show-skipped", type=int, default=20, metavar="N", help="list at most N skipped files")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="embed on Ray: join the cluster at ADDRESS (e.g. auto, ray://head:10001), or start a local Ray"
+                   " without one; put it after the folders")
 
     p = add("search", cmd_search, "Find the images most like a query image.")
     p.add_argument("image", help="query image file")
@@ -130,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "store", None):
+        args.collection = args.store
     try:
         return args.func(args)
     except (CollectionError, BadImage, UnknownEncoder) as e:

@@ -10,8 +10,9 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -27,6 +28,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CATALOG = "catalog.sqlite"
 LOCK = "write.lock"
+
+# Turns files into committed-ready Batches: embedding.embed_files, or distributed.RayEmbedder.
+Embedder = Callable[[list[FoundFile], OnnxEncoder, dict[str, int]], Iterable[Batch]]
 
 
 class CollectionError(Exception):
@@ -190,8 +194,11 @@ class Collection:
                 lock.truncate(0)
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def update(self, folder: str | os.PathLike, progress: bool = True, batch_size: int = 32) -> UpdateReport:
+    def update(
+        self, folder: str | os.PathLike, progress: bool = True, batch_size: int = 32, embedder: Embedder | None = None
+    ) -> UpdateReport:
         """Bring the collection in line with `folder`: embed new and changed images, drop deleted ones.
+        `embedder` replaces the local pipeline (e.g. `distributed.RayEmbedder`); it yields the same Batches.
 
         Each batch is committed atomically: stopping at any moment keeps what was committed, and a
         re-run only does what is left.
@@ -222,19 +229,19 @@ class Collection:
                 for s in scan_skipped:
                     tx.record_skip(root, s.path, None, None, s.reason)
             report.removed = len(gone)
-            self._embed(todo, indexed, report, progress, batch_size)
+            self._embed(todo, indexed, report, progress, embedder or partial(embed_files, batch_size=batch_size))
             report.skipped = [(p, r) for p, r in self.catalog.skipped() if p.startswith(root + os.sep)]
             self._write_manifest()
         report.seconds = time.perf_counter() - started
         return report
 
     def _embed(
-        self, todo: list[FoundFile], indexed: dict, report: UpdateReport, progress: bool, batch_size: int
+        self, todo: list[FoundFile], indexed: dict, report: UpdateReport, progress: bool, embedder: Embedder
     ) -> None:
         hash_rows = self.catalog.hash_rows()
         bar = tqdm(total=len(todo), unit="img", desc="embedding", disable=not progress or not todo, smoothing=0.1)
         with bar:
-            for batch in embed_files(todo, self.encoder, hash_rows, batch_size=batch_size):
+            for batch in embedder(todo, self.encoder, hash_rows):
                 self._commit(batch, hash_rows)
                 for file, _ in batch.embedded + batch.duplicates:
                     if file.path in indexed:
@@ -404,8 +411,22 @@ class Collection:
 
 
 def open_collection(spec: str | os.PathLike, readonly: bool = False) -> Collection:
-    """Open a collection named on the command line or in the API (a local collection folder)."""
+    """Open a collection named on the command line or in the API: a local collection folder, or
+    `milvus:URI` for a Milvus store (milvus:./photos.db runs Milvus Lite; milvus:http://host:19530)."""
+    if str(spec).startswith("milvus:"):
+        from lookalike.milvus_store import MilvusCollection
+
+        return MilvusCollection.open(spec, readonly=readonly)
     return Collection.open(spec, readonly=readonly)
+
+
+def open_or_create_collection(spec: str | os.PathLike, encoder: str | None = None) -> Collection:
+    """Like open_collection, creating the collection (folder or Milvus store) if there is none."""
+    if str(spec).startswith("milvus:"):
+        from lookalike.milvus_store import MilvusCollection
+
+        return MilvusCollection.open_or_create(spec, encoder=encoder)
+    return Collection.open_or_create(spec, encoder=encoder)
 
 
 def _new_item(file: FoundFile, decoded) -> NewItem:
