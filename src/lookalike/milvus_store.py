@@ -313,8 +313,12 @@ class MilvusCollection:
         return (rows[0]["width"], rows[0]["height"], rows[0]["vector"]) if rows else None
 
     def _delete(self, collection: str, keys: list) -> None:
+        """Delete by primary key: item ids, or the paths of skipped files (quoted here: pymilvus
+        does not escape string keys)."""
+        field = "path" if collection == self._skipped else "id"
         for start in range(0, len(keys), PAGE):
-            self.client.delete(collection, ids=keys[start : start + PAGE])
+            values = ", ".join(literal(k) if isinstance(k, str) else str(int(k)) for k in keys[start : start + PAGE])
+            self.client.delete(collection, filter=f"{field} in [{values}]")
 
     def _manifest_now(self) -> dict:
         categories, _ = self._summarise()
