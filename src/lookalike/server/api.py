@@ -1,5 +1,4 @@
 """The FastAPI app: the REST API under /api, /healthz, and the web page mounted at /."""
-from __future__ import annotations
 
 import mimetypes
 from contextlib import asynccontextmanager
@@ -102,7 +101,7 @@ def create_app(config: ServerConfig, service: SearchService | None = None, with_
     async def search(
         request: Request,
         image: Annotated[UploadFile, File(description="the query image")],
-        k: Annotated[int, Form(description="number of results")] = config.default_k,
+        k: Annotated[int, Form(ge=1, le=config.max_k, description="number of results")] = config.default_k,
         category: Annotated[str | None, Form(min_length=1, description="only results from this category")] = None,
     ) -> dict[str, Any]:
         """The k catalogued images most like the uploaded one."""
@@ -112,7 +111,11 @@ def create_app(config: ServerConfig, service: SearchService | None = None, with_
         return await service.search_upload(data, image.filename or "upload", k, category)
 
     @app.get("/api/items/{item_id}/similar", response_model=SimilarResponse, responses=ERRORS, tags=["search"])
-    def similar(item_id: ItemId, k: int = config.default_k, category: CategoryQuery = None) -> dict[str, Any]:
+    def similar(
+        item_id: ItemId,
+        k: Annotated[int, Query(ge=1, le=config.max_k, description="number of results")] = config.default_k,
+        category: CategoryQuery = None,
+    ) -> dict[str, Any]:
         """More like an item already in the collection; the item itself ranks first."""
         return service.similar(item_id, k, category)
 

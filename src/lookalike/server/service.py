@@ -138,7 +138,7 @@ class SearchService:
         try:
             return fn(*args)
         except CollectionError as e:
-            status = 404 if str(e).startswith("no item") else 422
+            status = 404 if str(e).startswith(("no item", "no category")) else 422
             raise ServiceError(status, str(e)) from None
 
     # --- catalogue ----------------------------------------------------------------------------
