@@ -11,6 +11,7 @@ from typing import Callable
 from lookalike.collection import CollectionError, Result, open_collection, open_or_create_collection
 from lookalike.encoders import DEFAULT_ENCODER, UnknownEncoder
 from lookalike.images import BadImage
+from lookalike.index import CHOICES
 
 DEFAULT_COLLECTION = "lookalike.collection"
 
@@ -23,6 +24,16 @@ def cmd_index(args: argparse.Namespace) -> int:
             from lookalike.distributed import RayEmbedder
 
             embedder = stack.enter_context(RayEmbedder(address=args.ray or None))
+        params = index_params(args, SEARCH_PARAMS + BUILD_PARAMS)
+        if args.backend or params:
+            if not hasattr(collection, "set_backend"):
+                raise CollectionError("--backend and index parameters apply to collection folders")
+            current = collection.manifest["index"]
+            collection.set_backend(
+                args.backend or current["backend"], progress=not args.quiet, **{**current["params"], **params}
+            )
+        if not args.folders and not (args.backend or params):
+            raise CollectionError("give a photo folder to index, or --backend/index parameters to change the index")
         for folder in args.folders:
             report = collection.update(folder, progress=not args.quiet, embedder=embedder)
             print(f"{report.root}: {report.summary()} ({report.embedded} embedded in {report.seconds:.1f}s)")
@@ -36,6 +47,20 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+SEARCH_PARAMS = [("search_k", "search_k"), ("ef", "ef")]
+BUILD_PARAMS = [("trees", "trees"), ("hnsw_m", "M"), ("ef_construction", "ef_construction")]
+
+
+def index_params(args: argparse.Namespace, names: list[tuple[str, str]]) -> dict[str, int]:
+    """The index parameters given on the command line, by their index names."""
+    return {param: getattr(args, dest) for dest, param in names if getattr(args, dest) is not None}
+
+
+def add_search_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ef", type=int, default=None, help="hnsw: candidates kept while searching (higher: better recall, slower)")
+    p.add_argument("--search-k", type=int, default=None, help="annoy: nodes inspected per query (-1: trees * k)")
+
+
 def format_table(results: list[Result]) -> str:
     lines = [f"{'rank':>4}  {'score':>6}  {'category':<20}  path"]
     for r in results:
@@ -45,6 +70,8 @@ def format_table(results: list[Result]) -> str:
 
 def cmd_search(args: argparse.Namespace) -> int:
     with open_collection(args.collection, readonly=True) as collection:
+        if index_params(args, SEARCH_PARAMS):
+            collection.set_search_params(**index_params(args, SEARCH_PARAMS))
         try:
             results = collection.search(args.image, k=args.k, category=args.category)
         except BadImage as e:
@@ -118,7 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("index", cmd_index, "Add a folder of photos to a collection, or bring it up to date.")
-    p.add_argument("folders", nargs="+", help="photo folder(s); first-level subfolders are categories")
+    p.add_argument("folders", nargs="*", help="photo folder(s); first-level subfolders are categories")
+    p.add_argument("--backend", choices=CHOICES, default=None,
+                   help="index: exact, annoy, hnsw, or auto (exact for small collections, hnsw above; the default);"
+                   " changing it rebuilds the index from the stored vectors")
+    p.add_argument("--trees", type=int, default=None, help="annoy: number of trees (default 100)")
+    p.add_argument("--hnsw-m", type=int, default=None, help="hnsw: links per node, M (default 16)")
+    p.add_argument("--ef-construction", type=int, default=None, help="hnsw: candidates kept while building (default 100)")
+    add_search_params(p)
     p.add_argument("--encoder", default=None, help=f"encoder name or trained model folder (new collections: {DEFAULT_ENCODER})")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or skip list")
     p.add_argument("--show-skipped", type=int, default=20, metavar="N", help="list at most N skipped files")
@@ -130,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="query image file")
     p.add_argument("-k", type=int, default=10, help="number of results (default: %(default)s)")
     p.add_argument("--category", default=None, help="only results from this category")
+    add_search_params(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("info", cmd_info, "Show what a collection holds.")

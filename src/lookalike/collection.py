@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -21,13 +22,16 @@ from lookalike.catalog import Catalog, Item, NewItem
 from lookalike.embedding import Batch, Known, embed_files
 from lookalike.encoders import DEFAULT_ENCODER, OnnxEncoder, get_encoder
 from lookalike.images import FoundFile, decode_bytes, read_bytes, scan
-from lookalike.index import Index, create_index
+from lookalike.index import AUTO_EXACT_BELOW, CHOICES, Searcher, check_params, configure, resolve_backend
+from lookalike.index.base import top_k
+from lookalike.index.store import INDEX_JSON, IndexStore
 from lookalike.vectors import VECTORS_FILE, VectorFile
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CATALOG = "catalog.sqlite"
 LOCK = "write.lock"
+log = logging.getLogger("lookalike")
 
 # Turns files into committed-ready Batches: embedding.embed_files, or distributed.RayEmbedder.
 Embedder = Callable[[list[FoundFile], OnnxEncoder, dict[str, int]], Iterable[Batch]]
@@ -35,6 +39,15 @@ Embedder = Callable[[list[FoundFile], OnnxEncoder, dict[str, int]], Iterable[Bat
 
 class CollectionError(Exception):
     """A problem the user can fix; the message is one line."""
+
+
+class Snapshot(NamedTuple):
+    """One committed catalogue state: item ids (ascending), their vector rows, and their vectors."""
+
+    generation: int
+    ids: np.ndarray
+    rows: np.ndarray
+    matrix: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -87,13 +100,17 @@ class Collection:
         self.vectors = VectorFile(path / VECTORS_FILE, self.dim)
         self._encoder: OnnxEncoder | None = None
         self._generation = -1
-        self._index: Index | None = None
+        self._seen: tuple | None = None  # catalogue generation and index/manifest files last loaded
+        self._index: Searcher | None = None
+        self._ids = np.zeros(0, np.int64)
         self._id_to_row: dict[int, int] = {}
         self._matrix = np.zeros((0, self.dim), np.float32)
+        self._store = IndexStore(path, self.dim)
+        self._search_params: dict[str, Any] = {}
 
     # --- opening ------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | os.PathLike, encoder: str = DEFAULT_ENCODER, backend: str = "exact") -> "Collection":
+    def create(cls, path: str | os.PathLike, encoder: str = DEFAULT_ENCODER, backend: str = "auto") -> "Collection":
         path = Path(path)
         if (path / MANIFEST).exists():
             raise CollectionError(f"{path} already holds a collection")
@@ -232,6 +249,7 @@ class Collection:
             self._embed(todo, indexed, report, progress, embedder or partial(embed_files, batch_size=batch_size))
             report.skipped = [(p, r) for p, r in self.catalog.skipped() if p.startswith(root + os.sep)]
             self._write_manifest()
+            self._maintain_index(progress)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -281,6 +299,7 @@ class Collection:
             with self.catalog.transaction() as tx:
                 tx.remove_paths(paths)
             self._write_manifest()
+            self._maintain_index(progress=False)
         return len(paths)
 
     def _write_manifest(self) -> None:
@@ -294,13 +313,41 @@ class Collection:
 
     # --- reading ------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Load the latest committed state if a writer has committed since the last look."""
+        """Load the latest committed state if a writer has committed since the last look (catalogue
+        rows, or a new index or index setting)."""
+        seen = self._look()
+        if seen == self._seen:
+            return
+        manifest = json.loads((self.path / MANIFEST).read_text())
+        self.manifest["index"] = manifest["index"]
+        snapshot = self._snapshot()
+        backend = resolve_backend(self.manifest["index"]["backend"], len(snapshot.ids))
+        opened = self._store.open(backend, self._index_params(), snapshot.ids, snapshot.rows, snapshot.matrix)
+        searcher = opened.searcher
+        if opened.problem is not None:
+            with self._try_write_lock() as locked:
+                if locked:  # no writer will fix it: rebuild or bring up to date from the stored vectors
+                    log.warning("%s: %s; updating it from the stored vectors", self.path, opened.problem)
+                    snapshot, searcher = self._maintain_index(progress=False)
+        self._install(snapshot, searcher)
+
+    def _look(self) -> tuple:
+        """What tells a reader that something changed: the catalogue generation and the identity
+        of index.json and the manifest (both are replaced, never edited in place)."""
+        def stamp(name: str) -> tuple[int, int] | None:
+            try:
+                st = (self.path / name).stat()
+                return st.st_ino, st.st_mtime_ns
+            except FileNotFoundError:
+                return None
+
+        return self.catalog.state("generation"), stamp(INDEX_JSON), stamp(MANIFEST)
+
+    def _snapshot(self) -> Snapshot:
         db = self.catalog.db
         db.execute("BEGIN")  # one snapshot for the counts and the rows
         try:
             generation = self.catalog.state("generation")
-            if generation == self._generation:
-                return
             rows = self.catalog.state("vector_rows")
             ids, item_rows = self.catalog.id_row_pairs()
         finally:
@@ -311,11 +358,63 @@ class Collection:
             matrix = vectors  # rows line up with items: search the memory map itself
         else:
             matrix = np.asarray(vectors[row_array]) if len(row_array) else np.zeros((0, self.dim), np.float32)
-        index = create_index(self.manifest["index"]["backend"], self.dim, **self.manifest["index"]["params"])
-        index.build(np.asarray(ids, np.int64), matrix)
-        self._index, self._matrix = index, matrix
-        self._id_to_row = {i: n for n, i in enumerate(ids)}
-        self._generation = generation
+        return Snapshot(generation, np.asarray(ids, np.int64), row_array, matrix)
+
+    def _install(self, snapshot: Snapshot, searcher: Searcher) -> None:
+        configure(searcher, self._search_params)
+        self._index, self._matrix, self._ids = searcher, snapshot.matrix, snapshot.ids
+        self._id_to_row = {int(i): n for n, i in enumerate(snapshot.ids)}
+        self._generation = snapshot.generation
+        self._seen = self._look()
+
+    def _index_params(self) -> dict[str, Any]:
+        return {**self.manifest["index"]["params"], **self._search_params}
+
+    def _maintain_index(self, progress: bool) -> tuple[Snapshot, Searcher]:
+        """Bring the saved index in line with the catalogue (the caller holds the write lock):
+        HNSW adds and removes in place, Annoy is rebuilt from the stored vectors."""
+        snapshot = self._snapshot()
+        backend = resolve_backend(self.manifest["index"]["backend"], len(snapshot.ids))
+        index = self._store.maintain(
+            backend, self._index_params(), snapshot.ids, snapshot.rows, snapshot.matrix, snapshot.generation, progress
+        )
+        self._install(snapshot, index)
+        return snapshot, index
+
+    @contextmanager
+    def _try_write_lock(self) -> Iterator[bool]:
+        """Hold the write lock if it is free right now (True); False while a writer runs."""
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self._write_lock())
+            except (CollectionError, OSError):
+                yield False
+                return
+            yield True
+
+    def set_backend(self, backend: str, progress: bool = True, **params: Any) -> None:
+        """Search with another index backend or parameters; rebuilds the index from the stored vectors
+        (never re-embeds images) when the saved one does not fit."""
+        if backend not in CHOICES:
+            raise CollectionError(f"unknown index backend {backend!r}; choose one of: {', '.join(CHOICES)}")
+        try:
+            check_params(params)
+        except ValueError as e:
+            raise CollectionError(str(e)) from None
+        with self._write_lock():
+            self.manifest["index"] = {"backend": backend, "params": params}
+            self._write_manifest()
+            self._maintain_index(progress)
+
+    def set_search_params(self, **params: Any) -> None:
+        """Query-time settings for this reader (hnsw ef, annoy search_k); nothing is rebuilt."""
+        try:
+            check_params(params, search_only=True)
+        except ValueError as e:
+            raise CollectionError(str(e)) from None
+        self._search_params.update(params)
+        if self._index is not None:
+            configure(self._index, self._search_params)
 
     def __len__(self) -> int:
         self.refresh()
@@ -362,6 +461,8 @@ class Collection:
         query = np.asarray(vector, np.float32)[None]
         if category is None:
             ids, scores = self._index.search(query, k)
+            if (ids[0] >= 0).sum() < min(k, len(self._ids)):  # an approximate index came up short
+                ids, scores = top_k(query @ np.asarray(self._matrix).T, self._ids, k)
         else:
             ids, scores = self._search_category(query, k, category)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
@@ -372,15 +473,19 @@ class Collection:
         ]
 
     def _search_category(self, query: np.ndarray, k: int, category: str) -> tuple[np.ndarray, np.ndarray]:
-        from lookalike.index.base import top_k
-
+        """k results whenever the category holds k items: small categories (or an index that came
+        up short) are searched exactly, large ones through the index's filtered search."""
         ids = np.asarray(self.catalog.ids_in_category(category), np.int64)
         if len(ids) == 0:
             known = ", ".join(str(c) for c in self.categories() if c is not None) or "none"
             raise CollectionError(f"no category {category!r} (categories: {known})")
-        positions = np.asarray([self._id_to_row[i] for i in ids if i in self._id_to_row], np.int64)
-        matrix = np.asarray(self._matrix[positions])
-        return top_k(query @ matrix.T, ids[: len(positions)], k)
+        allowed = ids[np.isin(ids, self._ids)]  # only items of the snapshot being searched
+        if len(allowed) >= AUTO_EXACT_BELOW:
+            found = self._index.search(query, k, allowed)
+            if (found[0][0] >= 0).sum() >= min(k, len(allowed)):
+                return found
+        positions = np.searchsorted(self._ids, allowed)
+        return top_k(query @ np.asarray(self._matrix[positions]).T, allowed, k)
 
     def items(self) -> Iterator[Item]:
         return self.catalog.items()
