@@ -74,13 +74,58 @@ def cmd_search(args: argparse.Namespace) -> int:
             collection.set_search_params(**index_params(args, SEARCH_PARAMS))
         try:
             results = collection.search(args.image, k=args.k, category=args.category)
+            predicted = collection.predict(args.image)  # empty unless the encoder was trained on categories
         except BadImage as e:
             raise BadImage(f"{args.image}: {e}") from None
     if args.json:
         query = str(Path(args.image).absolute())
-        print(json.dumps({"query": query, "k": args.k, "results": [r.to_dict() for r in results]}, indent=2))
+        out = {"query": query, "k": args.k, "results": [r.to_dict() for r in results]}
+        if predicted:
+            out["predicted"] = [{"category": c, "probability": round(p, 6)} for c, p in predicted]
+        print(json.dumps(out, indent=2))
     else:
+        if predicted:
+            print("predicted category: " + ", ".join(f"{c} ({p:.0%})" for c, p in predicted))
         print(format_table(results))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from lookalike.evaluation import evaluate_collection, summary_lines
+    from lookalike.training import load_split
+
+    with open_collection(args.collection, readonly=True) as collection:
+        query_paths = None
+        if args.queries == "test":
+            split = args.split or collection.manifest["encoder"]["spec"]
+            query_paths = set(load_split(split)["test"])
+        evaluation = evaluate_collection(collection, k=args.k, query_paths=query_paths)
+        if args.report:
+            from lookalike.report import write_report
+
+            page = write_report(evaluation, collection, args.report)
+    if args.json:
+        print(json.dumps(evaluation.to_dict(), indent=2))
+    else:
+        print("\n".join(summary_lines(evaluation)))
+    if args.report:
+        print(f"report: {page}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lookalike.training import TrainConfig, train
+
+    config = TrainConfig(
+        embedding_dim=args.embedding_dim, objective=args.objective, epochs=args.epochs, seed=args.seed,
+        categories=args.categories.split(",") if args.categories else None,
+    )
+    metrics = train(args.folder, args.output, config, progress=not args.quiet)
+    print(f"trained on {metrics['split']['train']} photos of {metrics['categories']} categories "
+          f"in {metrics['seconds']['total']:.0f}s (best epoch {metrics['best_epoch']}); {len(metrics['skipped'])} skipped")
+    print(f"test split: accuracy {metrics['test_accuracy']:.3f}, retrieval mAP@10 "
+          f"{metrics['test_map@10_before']:.3f} before -> {metrics['test_map@10_after']:.3f} after")
+    print(f"model: {args.output}  (use it: lookalike index {args.folder} --encoder {args.output} -c NEW_COLLECTION)")
     return 0
 
 
@@ -170,6 +215,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("info", cmd_info, "Show what a collection holds.")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--top", type=int, default=20, help="list the N largest categories")
+
+    p = add("evaluate", cmd_evaluate, "Measure search quality: every photo searched against the rest, relevant = same category.")
+    p.add_argument("-k", type=int, default=10, help="results per query scored (default: %(default)s)")
+    p.add_argument("--queries", choices=["all", "test"], default="all", help="all photos, or a trained model's test split")
+    p.add_argument("--split", default=None, metavar="MODEL_DIR", help="model folder (or split.json) for --queries test (default: the collection's encoder)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--report", default=None, metavar="DIR", help="write an HTML report with pictures into DIR")
+
+    p = sub.add_parser("train", help="Fine-tune a search encoder on a folder's categories.",
+                       description="Fine-tune a search encoder on a folder's categories (first-level subfolders).")
+    p.set_defaults(func=cmd_train)
+    p.add_argument("folder", help="photo folder; first-level subfolders are the categories")
+    p.add_argument("--output", "-o", required=True, metavar="MODEL_DIR", help="new folder for the trained model")
+    p.add_argument("--epochs", type=int, default=40, help="at most this many epochs (early stopping; default: %(default)s)")
+    p.add_argument("--embedding-dim", type=int, default=256, help="search vector size (default: %(default)s)")
+    p.add_argument("--objective", choices=["cosine", "softmax"], default="cosine",
+                   help="cosine: normalised softmax with margin (default); softmax: the original Dense head")
+    p.add_argument("--categories", default=None, help="train on these comma-separated categories only")
+    p.add_argument("--seed", type=int, default=0, help="split and training seed (default: %(default)s)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     p = add("serve", cmd_serve, "Serve the web page and REST API for a collection.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
