@@ -21,7 +21,7 @@ from tqdm import tqdm
 from lookalike.catalog import Catalog, Item, NewItem
 from lookalike.embedding import Batch, Known, embed_files
 from lookalike.encoders import DEFAULT_ENCODER, OnnxEncoder, get_encoder
-from lookalike.images import FoundFile, decode_bytes, read_bytes, scan
+from lookalike.images import Decoded, FoundFile, decode_bytes, read_bytes, scan
 from lookalike.index import AUTO_EXACT_BELOW, CHOICES, Searcher, check_params, configure, resolve_backend
 from lookalike.index.base import top_k
 from lookalike.index.store import INDEX_JSON, IndexStore
@@ -212,7 +212,7 @@ class Collection:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def update(
-        self, folder: str | os.PathLike, progress: bool = True, batch_size: int = 32, embedder: Embedder | None = None
+        self, folder: str | os.PathLike, progress: bool = True, batch_size: int = 16, embedder: Embedder | None = None
     ) -> UpdateReport:
         """Bring the collection in line with `folder`: embed new and changed images, drop deleted ones.
         `embedder` replaces the local pipeline (e.g. `distributed.RayEmbedder`); it yields the same Batches.
@@ -257,10 +257,11 @@ class Collection:
         self, todo: list[FoundFile], indexed: dict, report: UpdateReport, progress: bool, embedder: Embedder
     ) -> None:
         hash_rows = self.catalog.hash_rows()
+        waiting: list[tuple[FoundFile, Decoded | Known]] = []  # copies of content embedded in a later batch
         bar = tqdm(total=len(todo), unit="img", desc="embedding", disable=not progress or not todo, smoothing=0.1)
         with bar:
             for batch in embedder(todo, self.encoder, hash_rows):
-                self._commit(batch, hash_rows)
+                waiting = self._commit(batch, hash_rows, waiting)
                 for file, _ in batch.embedded + batch.duplicates:
                     if file.path in indexed:
                         report.updated += 1
@@ -268,22 +269,32 @@ class Collection:
                         report.added += 1
                 report.embedded += len(batch.embedded)
                 bar.update(len(batch))
+        if waiting:  # cannot happen unless an embedding failed: keep the run's promise to report them
+            self._commit(Batch(skipped=[(f, "identical to a file that failed to embed") for f, _ in waiting]), {}, [])
 
-    def _commit(self, batch: Batch, hash_rows: dict[str, int]) -> None:
-        """Append the batch's vectors, then commit its catalogue rows in one transaction."""
+    def _commit(
+        self, batch: Batch, hash_rows: dict[str, int], waiting: list[tuple[FoundFile, Decoded | Known]]
+    ) -> list[tuple[FoundFile, Decoded | Known]]:
+        """Append the batch's vectors, then commit its catalogue rows in one transaction.
+
+        Returns the duplicates whose original is not committed yet (they wait for a later batch)."""
         start = self.catalog.state("vector_rows")
-        end = self.vectors.append(start, batch.vectors)
+        vectors = batch.vectors if batch.vectors is not None else np.zeros((0, self.dim), np.float32)
+        end = self.vectors.append(start, vectors)
         for (file, decoded), row in zip(batch.embedded, range(start, end)):
             hash_rows[decoded.hash] = row
+        duplicates = waiting + batch.duplicates
         with self.catalog.transaction() as tx:
             for file, decoded in batch.embedded:
                 tx.upsert_item(_new_item(file, decoded), hash_rows[decoded.hash])
-            for file, decoded in batch.duplicates:
-                item = _new_item(file, decoded) if not isinstance(decoded, Known) else self._copy_of(file, decoded)
-                tx.upsert_item(item, hash_rows[decoded.hash])
+            for file, decoded in duplicates:
+                if decoded.hash in hash_rows:
+                    item = self._copy_of(file, decoded) if isinstance(decoded, Known) else _new_item(file, decoded)
+                    tx.upsert_item(item, hash_rows[decoded.hash])
             for file, reason in batch.skipped:
                 tx.record_skip(file.root, file.path, file.size, file.mtime_ns, reason)
             tx.set_state("vector_rows", end)
+        return [(file, decoded) for file, decoded in duplicates if decoded.hash not in hash_rows]
 
     def _copy_of(self, file: FoundFile, known: Known) -> NewItem:
         (width, height) = self.catalog.db.execute(

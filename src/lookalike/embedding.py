@@ -1,7 +1,13 @@
-"""The embedding pipeline: read and decode files in threads while the encoder runs batches."""
+"""The embedding pipeline: each core reads, decodes and embeds its own batches; results come in file order.
+
+On a few cores, one single-threaded ONNX Runtime run per core beats one run spread over all cores
+(no synchronisation between threads inside each convolution), and decoding in the same worker keeps
+every core busy without a hand-off queue.
+"""
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -22,8 +28,8 @@ class Known:
 
 @dataclass
 class Batch:
-    """One encoder batch: new vectors with their files, files whose content is already embedded,
-    and files that could not be used."""
+    """One encoder batch: new vectors with their files, files whose content is embedded elsewhere
+    (already in the collection, or by another file of this run), and files that could not be used."""
 
     embedded: list[tuple[FoundFile, Decoded]] = field(default_factory=list)
     vectors: np.ndarray | None = None
@@ -50,7 +56,7 @@ def decode_or_reason(file: FoundFile, prep: Preprocess, known: Callable[[str], b
 
 def ordered_map(fn: Callable, items: Iterable, workers: int, window: int) -> Iterator:
     """Like ThreadPoolExecutor.map, in order, but with at most `window` results in flight (bounded memory)."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
         in_flight: deque[Future] = deque()
         for item in items:
             in_flight.append(pool.submit(fn, item))
@@ -60,41 +66,53 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, window: int) -> Ite
             yield in_flight.popleft().result()
 
 
-def embed_files(
-    files: list[FoundFile],
-    encoder: OnnxEncoder,
-    known_hashes: set[str] | dict[str, int],
-    batch_size: int = 32,
-    workers: int | None = None,
-) -> Iterator[Batch]:
-    """Yield one Batch per `batch_size` files, in file order. Content seen earlier in the run or
-    already in `known_hashes` is reported as a duplicate instead of being embedded again."""
-    workers = workers or max(2, os.cpu_count() or 1)
-    seen: set[str] = set()
-    results = ordered_map(
-        lambda f: (f, decode_or_reason(f, encoder.prep, known_hashes.__contains__)),
-        files,
-        workers=workers,
-        window=batch_size * 3,
-    )
+class _Claims:
+    """Content hashes embedded in this run, so identical files are embedded once."""
+
+    def __init__(self) -> None:
+        self._hashes: set[str] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, digest: str) -> bool:
+        with self._lock:
+            if digest in self._hashes:
+                return False
+            self._hashes.add(digest)
+            return True
+
+
+def embed_chunk(files: list[FoundFile], encoder: OnnxEncoder, known: Callable[[str], bool], claims: _Claims) -> Batch:
+    """Decode and embed one chunk of files (runs in a worker thread)."""
     batch = Batch()
-    for file, result in results:
+    for file in files:
+        result = decode_or_reason(file, encoder.prep, known)
         if isinstance(result, str):
             batch.skipped.append((file, result))
-        elif isinstance(result, Known) or result.hash in seen:
-            batch.duplicates.append((file, result))
+        elif isinstance(result, Known) or not claims.claim(result.hash):
+            batch.duplicates.append((file, replace(result, tensor=None) if isinstance(result, Decoded) else result))
         else:
-            seen.add(result.hash)
             batch.embedded.append((file, result))
-        if len(batch) >= batch_size:
-            yield _run(batch, encoder)
-            batch = Batch()
-    if len(batch):
-        yield _run(batch, encoder)
-
-
-def _run(batch: Batch, encoder: OnnxEncoder) -> Batch:
     tensors = [decoded.tensor for _, decoded in batch.embedded]
     batch.vectors = encoder.embed(np.stack(tensors)) if tensors else np.zeros((0, encoder.dim), np.float32)
     batch.embedded = [(file, replace(decoded, tensor=None)) for file, decoded in batch.embedded]  # free pixels
     return batch
+
+
+def embed_files(
+    files: list[FoundFile],
+    encoder: OnnxEncoder,
+    known_hashes: set[str] | dict[str, int],
+    batch_size: int = 16,
+    workers: int | None = None,
+) -> Iterator[Batch]:
+    """Yield one Batch per `batch_size` files, in file order. Content already in `known_hashes`, or
+    embedded earlier in the run by another file, comes back as a duplicate instead of a vector."""
+    workers = workers or int(os.environ.get("LOOKALIKE_WORKERS", 0)) or (os.cpu_count() or 1)
+    claims = _Claims()
+    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    yield from ordered_map(
+        lambda chunk: embed_chunk(chunk, encoder, known_hashes.__contains__, claims),
+        chunks,
+        workers=workers,
+        window=workers * 2,
+    )

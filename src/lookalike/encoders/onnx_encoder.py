@@ -47,7 +47,8 @@ class OnnxEncoder:
         self.onnx_path = Path(onnx_path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or int(os.environ.get("LOOKALIKE_THREADS", 0)) or (os.cpu_count() or 1)
+        # One thread per run: callers get parallelism by running batches concurrently (ORT releases the GIL).
+        options.intra_op_num_threads = threads or int(os.environ.get("LOOKALIKE_THREADS", 0)) or 1
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
