@@ -72,8 +72,7 @@ def naive_pytorch(photos: list[Path]) -> float:
 
     model, _, prep = _efficientnet_lite0()
     transform = transforms.Compose([
-        transforms.Resize(int(prep.size / prep.crop_pct)),
-        transforms.CenterCrop(prep.size),
+        transforms.Resize((prep.size, prep.size)),
         transforms.ToTensor(),
         transforms.Normalize(prep.mean, prep.std),
     ])

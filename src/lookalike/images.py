@@ -46,12 +46,19 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How an encoder wants its input: resize the short side to size/crop_pct, centre-crop size x size."""
+    """How an encoder wants its input: "squash" resizes the whole image to size x size; "crop" resizes
+    the short side to size / crop_pct and centre-crops size x size. Then (x - mean) / std per channel."""
 
     size: int = 224
-    crop_pct: float = 0.875
+    resize: str = "squash"
+    crop_pct: float = 1.0
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @property
+    def decode_size(self) -> int:
+        """The smallest side worth decoding (JPEG can decode at 1/2, 1/4, 1/8 scale)."""
+        return self.size if self.resize == "squash" else int(round(self.size / self.crop_pct))
 
 
 def category_of(path: Path, root: Path) -> str | None:
@@ -168,13 +175,16 @@ def to_rgb(img: Image.Image, draft_size: int | None = None) -> Image.Image:
 
 def to_tensor(img: Image.Image, prep: Preprocess) -> np.ndarray:
     """RGB image -> float32 CHW array normalised as the encoder expects."""
-    short = int(round(prep.size / prep.crop_pct))
-    w, h = img.size
-    scale = short / min(w, h)
-    new_w, new_h = max(short, round(w * scale)), max(short, round(h * scale))
-    img = img.resize((new_w, new_h), Image.BILINEAR, reducing_gap=3.0)
-    left, top = (new_w - prep.size) // 2, (new_h - prep.size) // 2
-    img = img.crop((left, top, left + prep.size, top + prep.size))
+    if prep.resize == "squash":
+        img = img.resize((prep.size, prep.size), Image.BILINEAR, reducing_gap=3.0)
+    else:
+        short = prep.decode_size
+        w, h = img.size
+        scale = short / min(w, h)
+        new_w, new_h = max(short, round(w * scale)), max(short, round(h * scale))
+        img = img.resize((new_w, new_h), Image.BILINEAR, reducing_gap=3.0)
+        left, top = (new_w - prep.size) // 2, (new_h - prep.size) // 2
+        img = img.crop((left, top, left + prep.size, top + prep.size))
     arr = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
     arr = (arr - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
@@ -193,7 +203,7 @@ def decode_bytes(data: bytes, prep: Preprocess, max_pixels: int = MAX_PIXELS) ->
     width, height = img.size
     if img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # stored sideways
         width, height = height, width
-    rgb = to_rgb(img, draft_size=int(prep.size / prep.crop_pct))
+    rgb = to_rgb(img, draft_size=prep.decode_size)
     return Decoded(to_tensor(rgb, prep), content_hash(data), width, height)
 
 

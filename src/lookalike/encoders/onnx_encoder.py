@@ -92,9 +92,7 @@ def write_sidecar(
 def load_onnx_encoder(onnx_path: Path) -> OnnxEncoder:
     meta = json.loads(onnx_path.with_suffix(".json").read_text())
     prep = meta["preprocess"]
-    prep = Preprocess(
-        size=prep["size"], crop_pct=prep["crop_pct"], mean=tuple(prep["mean"]), std=tuple(prep["std"])
-    )
+    prep = Preprocess(**{**prep, "mean": tuple(prep["mean"]), "std": tuple(prep["std"])})
     return OnnxEncoder(
         EncoderInfo(**meta["encoder"]), onnx_path, prep, meta.get("labels"), meta.get("label_kind", "imagenet")
     )

