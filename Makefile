@@ -22,6 +22,10 @@ demo: setup
 	$(BIN)/lookalike info --collection $(COLLECTION) --top 5
 	$(BIN)/lookalike search "$(QUERY)" --collection $(COLLECTION) -k 10
 
+# The web page and REST API for the demo collection, on http://127.0.0.1:8000/
+serve: setup
+	$(BIN)/lookalike serve --collection $(COLLECTION)
+
 # The browser test drives Debian's chromium (Playwright cannot download browsers here).
 browser:
 	test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \

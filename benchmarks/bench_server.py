@@ -109,15 +109,6 @@ def search(client: httpx.Client, data: bytes, k: int = 10) -> float:
     return elapsed
 
 
-def single_client(url: str, queries: list[bytes], n: int) -> dict:
-    with httpx.Client(base_url=url, timeout=30) as client:
-        for q in queries[:20]:  # warm-up
-            search(client, q)
-        times = [search(client, queries[i % len(queries)]) for i in range(n)]
-    ms = np.asarray(times) * 1000
-    return {"n": n, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
-
-
 def concurrent(url: str, queries: list[bytes], clients: int, total: int, time_limit: float,
                on_progress=None) -> dict:
     """`clients` threads, each with its own connection, share `total` queries; stops at `time_limit`."""
@@ -161,79 +152,112 @@ def concurrent(url: str, queries: list[bytes], clients: int, total: int, time_li
     }
 
 
-def in_process_reference(collection: Path, queries: list[bytes], n: int) -> dict:
-    """Decode + encode + search one image at a time in this process: the floor the server adds to."""
+def encoder_reference(collection: Path, queries: list[bytes], n: int) -> list[float]:
+    """Seconds per encoder call on one already-decoded image in this process (no HTTP, no decode,
+    no search): the CPU's speed under the load of the moment, to express latencies as ratios."""
     from lookalike import open_collection
+    from lookalike.images import decode_bytes
 
     with open_collection(collection, readonly=True) as c:
-        for q in queries[:10]:
-            c.search(q, k=10)
+        encoder = c.encoder
+        tensors = [decode_bytes(q, encoder.prep).tensor[None] for q in queries[:n]]
+        encoder.embed(tensors[0])
         times = []
-        for i in range(n):
+        for tensor in tensors:
             t = time.perf_counter()
-            c.search(queries[i % len(queries)], k=10)
+            encoder.embed(tensor)
             times.append(time.perf_counter() - t)
-    ms = np.asarray(times) * 1000
-    return {"n": n, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+    return times
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ms = np.asarray(seconds) * 1000
+    return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def single_times(url: str, queries: list[bytes], n: int, offset: int) -> list[float]:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        search(client, queries[offset % len(queries)])  # connection set up
+        return [search(client, queries[(offset + i) % len(queries)]) for i in range(n)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--collection", type=Path, default=Path("/tmp/bench10k.lookalike"))
     ap.add_argument("--base", type=Path, default=Path("/tmp/caltech.lookalike"), help="Caltech-101 collection to start from")
-    ap.add_argument("--single", type=int, default=300, help="sequential queries for latency")
-    ap.add_argument("--concurrent", type=int, default=800, help="queries for the 8-client throughput runs")
-    ap.add_argument("--rss-queries", type=int, default=10_000, help="queries for the memory run")
+    ap.add_argument("--rounds", type=int, default=5, help="measurement rounds, alternating the two servers")
+    ap.add_argument("--single", type=int, default=60, help="sequential queries per server per round")
+    ap.add_argument("--concurrent", type=int, default=160, help="8-client queries per server per round")
+    ap.add_argument("--rss-queries", type=int, default=10_000, help="queries for the memory run (batched server)")
     ap.add_argument("--time-limit", type=float, default=600, help="seconds, per load run at most")
     args = ap.parse_args()
 
     items = build_collection(args.collection, args.base)
     photos = sorted(DATASET.glob("*/*.jpg"))
     queries = [p.read_bytes() for p in photos[7::43]]  # ~200 photos spread over the categories
-    report: dict = {"items": items, "cpus": os.cpu_count(), "load_before": os.getloadavg()}
-    report["in_process"] = in_process_reference(args.collection, queries, args.single)
-    print(json.dumps({"in_process": report["in_process"]}), flush=True)
+    load_before = os.getloadavg()
+    servers = {"batched": Server(args.collection, 16), "one_by_one": Server(args.collection, 1)}
+    try:
+        report = {name: {"startup_s": s.startup_s, "single": [], "qps": [], "errors": 0, "p50_8": []}
+                  for name, s in servers.items()}
+        reference: list[float] = []
+        ratios = {"qps_batched_over_one_by_one": [], "p50_server_over_encoder_alone": []}
+        for r in range(args.rounds):  # alternate, so both servers and the reference see the same load
+            ref = encoder_reference(args.collection, queries, args.single // 2)
+            reference += ref
+            qps = {}
+            for name, server in servers.items():
+                single = single_times(server.url, queries, args.single, offset=r * args.single)
+                report[name]["single"] += single
+                c = concurrent(server.url, queries, 8, args.concurrent, args.time_limit)
+                report[name]["qps"].append(c["qps"])
+                report[name]["errors"] += c["errors"]
+                report[name]["p50_8"].append(c["p50_ms"])
+                qps[name] = c["qps"]
+                if name == "batched":
+                    ratios["p50_server_over_encoder_alone"].append(
+                        float(np.median(single)) / float(np.median(ref)))
+            ratios["qps_batched_over_one_by_one"].append(qps["batched"] / qps["one_by_one"])
+            print(json.dumps({"round": r + 1, "qps": qps, "load": os.getloadavg()[0],
+                              "p50_ms": {n: float(np.median(report[n]["single"][-args.single:]) * 1000)
+                                         for n in servers}}), flush=True)
+        for name, server in servers.items():
+            report[name]["stats"] = httpx.get(server.url + "/api/stats").json()["batching"]
 
-    for name, max_batch in [("batched", 16), ("one_by_one", 1)]:
-        server = Server(args.collection, max_batch)
-        try:
-            result = {"startup_s": server.startup_s, "rss_after_start_mb": rss_mb(server.proc.pid)}
-            result["single"] = single_client(server.url, queries, args.single)
-            result["eight_clients"] = concurrent(server.url, queries, 8, args.concurrent, args.time_limit)
-            result["stats"] = httpx.get(server.url + "/api/stats").json()["batching"]
-            if name == "batched" and args.rss_queries:
-                samples: list[tuple[int, float]] = []
-                step = max(1, args.rss_queries // 10)
+        memory = None
+        if args.rss_queries:
+            server = servers["batched"]
+            samples: list[tuple[int, float]] = []
+            step = max(1, args.rss_queries // 10)
 
-                def sample(done: int) -> None:
-                    if done % step == 0:
-                        samples.append((done, rss_mb(server.proc.pid)))
+            def sample(done: int) -> None:
+                if done % step == 0:
+                    samples.append((done, rss_mb(server.proc.pid)))
 
-                run = concurrent(server.url, queries, 8, args.rss_queries, args.time_limit, sample)
-                result["memory_run"] = {k: run[k] for k in ("queries", "errors", "seconds", "qps")}
-                result["rss_mb"] = samples
-            report[name] = result
-            print(json.dumps({name: result}), flush=True)
-        finally:
+            start_rss = rss_mb(server.proc.pid)
+            run = concurrent(server.url, queries, 8, args.rss_queries, args.time_limit, sample)
+            memory = {"start_mb": start_rss, "samples": samples, **{k: run[k] for k in ("queries", "errors", "seconds", "qps")}}
+    finally:
+        for server in servers.values():
             server.stop()
-    report["load_after"] = os.getloadavg()
-    b, o = report["batched"], report["one_by_one"]
+
     print("\nsummary")
-    print(f"collection            {items:,} photos; {report['cpus']} CPUs; load average before "
-          f"{report['load_before'][0]:.1f}, after {report['load_after'][0]:.1f}")
-    print(f"start-up (to healthz) {b['startup_s']:.1f} s batched, {o['startup_s']:.1f} s one-by-one")
-    print(f"in-process search     p50 {report['in_process']['p50_ms']:.1f} ms  p99 {report['in_process']['p99_ms']:.1f} ms")
-    for name, r in [("batched", b), ("one-by-one", o)]:
-        s, c = r["single"], r["eight_clients"]
-        print(f"{name:<11} 1 client  p50 {s['p50_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms"
-              f" | 8 clients {c['qps']:.1f} q/s, {c['queries']} queries, {c['errors']} errors,"
-              f" p50 {c['p50_ms']:.1f} ms p99 {c['p99_ms']:.1f} ms")
-    print(f"8-client q/s, batched / one-by-one: {b['eight_clients']['qps'] / o['eight_clients']['qps']:.2f}x")
-    print(f"1-client p50, server / in-process:  {b['single']['p50_ms'] / report['in_process']['p50_ms']:.2f}x")
-    if "rss_mb" in b:
-        m = b["memory_run"]
-        rss = ", ".join(f"{n}:{v:.0f}" for n, v in b["rss_mb"])
-        print(f"memory run: {m['queries']} queries in {m['seconds']:.0f} s, {m['errors']} errors; RSS MB at query n: {rss}")
+    print(f"collection  {items:,} photos; {os.cpu_count()} CPUs shared; load average (1 min) before "
+          f"{load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}")
+    ref = percentiles(reference)
+    print(f"encoder alone, one decoded image, in-process: p50 {ref['p50_ms']:.1f} ms  p99 {ref['p99_ms']:.1f} ms  (n={ref['n']})")
+    for name, r in report.items():
+        s = percentiles(r["single"])
+        print(f"{name:<11} start-up {r['startup_s']:.1f} s | 1 client p50 {s['p50_ms']:.1f} ms p99 {s['p99_ms']:.1f} ms"
+              f" (n={s['n']}) | 8 clients median {np.median(r['qps']):.1f} q/s (rounds: "
+              f"{', '.join(f'{q:.1f}' for q in r['qps'])}), {r['errors']} errors, median p50 {np.median(r['p50_8']):.0f} ms"
+              f" | encoder calls {r['stats']['batches']} for {r['stats']['uploads']} uploads")
+    for key, values in ratios.items():
+        print(f"ratio {key}: median {np.median(values):.2f} (rounds: {', '.join(f'{v:.2f}' for v in values)})")
+    if memory:
+        rss = ", ".join(f"{n}:{v:.0f}" for n, v in memory["samples"])
+        print(f"memory run  {memory['queries']} queries, 8 clients, {memory['seconds']:.0f} s, {memory['qps']:.1f} q/s, "
+              f"{memory['errors']} errors; RSS MB at start {memory['start_mb']:.0f}, at query n: {rss}")
 
 
 if __name__ == "__main__":

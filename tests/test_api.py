@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -205,3 +207,27 @@ def test_micro_batcher_one_by_one_and_errors():
         assert sizes == [1, 1, 1]
     finally:
         batcher.close()
+
+
+def test_micro_batcher_waits_for_announced_inputs_only():
+    """A lone input runs at once; inputs announced as on their way join the batch being formed."""
+    sizes = []
+    batcher = MicroBatcher(lambda b: sizes.append(len(b)) or b, max_batch=16, max_wait_s=30)
+    try:
+        assert batcher.submit(np.array([1.0])).result(timeout=10)[0] == 1.0  # no 30 s wait for company
+        with batcher.expecting(), batcher.expecting():
+            first = batcher.submit(np.array([2.0]))
+            second = batcher.submit(np.array([3.0]))
+        assert (first.result(timeout=10)[0], second.result(timeout=10)[0]) == (2.0, 3.0)
+        assert sizes == [1, 2]
+    finally:
+        batcher.close()
+
+
+def test_serve_command_refuses_a_missing_collection(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "serve", "--collection", str(tmp_path / "nothing")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("lookalike: error: no collection at") and len(result.stderr.splitlines()) == 1

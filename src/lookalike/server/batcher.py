@@ -1,24 +1,26 @@
 """Micro-batching: concurrent requests share one encoder call instead of queueing behind a lock."""
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 
 _STOP = object()
+POLL_S = 0.0005
 
 
 class MicroBatcher:
     """Runs `fn` on batches stacked from single inputs submitted by many threads or event loops.
 
-    One worker thread takes every input already waiting (up to `max_batch`), waits at most
-    `max_wait_s` for more to arrive, then calls `fn` once on the stacked batch; while it runs,
-    newly submitted inputs queue up for the next batch. `max_batch=1` runs inputs one by one.
+    One worker thread takes every input already waiting (up to `max_batch`); if callers have
+    announced inputs still being prepared (`expecting()`), it waits at most `max_wait_s` for them,
+    then calls `fn` once on the stacked batch. While it runs, newly submitted inputs queue up for
+    the next batch. A lone request never waits; `max_batch=1` runs inputs one by one.
     """
 
     def __init__(
@@ -32,17 +34,28 @@ class MicroBatcher:
         self.batches = 0  # calls to fn, for stats
         self.inputs = 0  # inputs embedded, for stats
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._expected = 0  # inputs announced but not submitted yet
+        self._expected_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="lookalike-batcher", daemon=True)
         self._thread.start()
 
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce an input being prepared (e.g. an upload being decoded), so a batch about to
+        start waits for it rather than leaving it for the next one."""
+        with self._expected_lock:
+            self._expected += 1
+        try:
+            yield
+        finally:
+            with self._expected_lock:
+                self._expected -= 1
+
     def submit(self, item: np.ndarray) -> Future:
+        """A future for the row of `fn`'s output for this input (await it with asyncio.wrap_future)."""
         future: Future = Future()
         self._queue.put((item, future))
         return future
-
-    async def run(self, item: np.ndarray) -> np.ndarray:
-        """The row of `fn`'s output for this one input, awaited without blocking the event loop."""
-        return await asyncio.wrap_future(self.submit(item))
 
     def close(self) -> None:
         self._queue.put(_STOP)
@@ -57,12 +70,12 @@ class MicroBatcher:
                 got = self._queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0:
+                if remaining <= 0 or not self._expected:
                     break
-                try:
-                    got = self._queue.get(timeout=remaining)
+                try:  # short slices, so a batch stops waiting as soon as nothing more is announced
+                    got = self._queue.get(timeout=min(remaining, POLL_S))
                 except queue.Empty:
-                    break
+                    continue
             if got is _STOP:
                 return batch, True
             batch.append(got)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -48,7 +47,6 @@ class SearchService:
     """Opens the collection and loads the encoder and index once; safe to call from many threads."""
 
     def __init__(self, config: ServerConfig) -> None:
-        started = time.perf_counter()
         self.config = config
         self.collection: Collection = open_collection(config.collection, readonly=True)
         self._lock = threading.Lock()  # the catalogue connection and index are used by one thread at a time
@@ -58,7 +56,6 @@ class SearchService:
         self.batcher = MicroBatcher(self.encoder.embed, config.max_batch, config.batch_wait_ms / 1000)
         self.has_categories = bool(self.encoder.labels) and self.encoder.label_kind == "categories"
         self._thumbnail = lru_cache(maxsize=config.thumbnail_cache)(self._make_thumbnail)
-        self.startup_s = time.perf_counter() - started
 
     def close(self) -> None:
         self.batcher.close()
@@ -88,8 +85,10 @@ class SearchService:
         """Search with uploaded image bytes; the JSON shape of `lookalike search --json`, plus ids and URLs."""
         self.check_k(k)
         self.validate_upload(data)
-        tensor = await asyncio.to_thread(self._decode, data)
-        vector = await self.batcher.run(tensor)
+        with self.batcher.expecting():
+            tensor = await asyncio.to_thread(self._decode, data)
+            future = self.batcher.submit(tensor)
+        vector = await asyncio.wrap_future(future)
         results = await asyncio.to_thread(self._search_vector, vector, k, category)
         predicted = await asyncio.to_thread(self.collection.predict, data) if self.has_categories else []
         return {
@@ -179,15 +178,22 @@ class SearchService:
 
     def image_path(self, item_id: int) -> Path:
         """The catalogued file of an item: looked up by id, never taken from the request."""
-        path = Path(self.item(item_id).path)
-        if not path.is_file():
+        item = self.item(item_id)
+        path = Path(item.path)
+        try:
+            size = path.stat().st_size if path.is_file() else None
+        except OSError:
+            size = None
+        if size is None:
             raise ServiceError(404, f"image {item_id} is no longer on disk")
+        if size != item.size:  # never serve whatever a catalogued path has since been replaced with
+            raise ServiceError(404, f"image {item_id} changed on disk since it was indexed; re-index it")
         return path
 
     def thumbnail(self, item_id: int) -> tuple[bytes, str]:
         """JPEG thumbnail bytes and an ETag; cached by item id and content hash."""
         item = self.item(item_id)
-        return self._thumbnail(item.path, item.hash), item.hash
+        return self._thumbnail(str(self.image_path(item_id)), item.hash), item.hash
 
     def _make_thumbnail(self, path: str, content_hash: str) -> bytes:
         """(The content hash is part of the cache key, so a re-indexed changed file gets a new thumbnail.)"""

@@ -145,6 +145,7 @@ def build_ui(service: SearchService) -> gr.Blocks:
         gallery.select(more_like, [ids, k, category], [query, gallery, ids, status])
         browse_category.input(browse, [browse_category], outputs)
         blocks.load(on_load, None, [header, category, browse_category])
+    blocks.queue(default_concurrency_limit=16)  # several visitors' searches share encoder batches
     return blocks
 
 
