@@ -1,8 +1,9 @@
 """Benchmark `lookalike serve` on a 10,000-photo collection: latency, throughput, memory, start-up.
 
 The collection: Caltech-101's 8,677 photos plus horizontally-flipped copies of 1,323 of them (every
-~6.6th photo in sorted path order), written to a temporary folder under their own category, to
-reach 10,000. Built once into --collection (reused when it already holds 10,000 photos).
+~6.6th photo in sorted path order), written as JPEG to a folder beside the collection
+(`<collection>-flipped/<category>/flipped_<name>.jpg`), to reach 10,000. Built once into
+--collection (reused when it holds 10,000 photos made with the current encoder).
 
 All traffic goes to 127.0.0.1 only, bounded in count and time. Two servers run one after the other
 from the same collection: micro-batching (the default, --max-batch 16) and one-by-one (--max-batch 1).
@@ -19,7 +20,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,23 +33,39 @@ DATASET = Path(os.environ.get("LOOKALIKE_DATASET", ROOT.parent / "shared/dataset
 TARGET = 10_000
 
 
+def usable(path: Path) -> bool:
+    """Whether `path` holds a collection made with the current default encoder."""
+    from lookalike import Collection, CollectionError
+
+    if not (path / "manifest.json").exists():
+        return False
+    with Collection.open(path, readonly=True) as c:
+        try:
+            c.encoder
+        except CollectionError:  # made with another encoder recipe: not comparable
+            return False
+    return True
+
+
 def build_collection(path: Path, base: Path | None) -> int:
-    """A 10,000-photo collection: Caltech-101 (copied from `base` when given) plus flipped copies."""
+    """A 10,000-photo collection: Caltech-101 (copied from `base` when it was made with the current
+    encoder) plus flipped copies. A collection of this benchmark's made with an older encoder is rebuilt."""
     from lookalike import Collection
     from lookalike.images import scan
 
-    if (path / "manifest.json").exists():
-        with Collection.open(path) as c:
-            if len(c) >= TARGET:
-                return len(c)
-    elif base is not None and (base / "manifest.json").exists():
+    if (path / "manifest.json").exists() and not usable(path):
+        shutil.rmtree(path)
+    if not path.exists() and base is not None and usable(base):
         shutil.copytree(base, path)
     with Collection.open_or_create(path) as c:
+        if len(c) >= TARGET:
+            return len(c)
         c.update(DATASET)  # a no-op when copied from an up-to-date base
         found, _ = scan(DATASET)
         need = TARGET - len(c)
         if need > 0:
-            flipped = Path(tempfile.mkdtemp(prefix="lookalike-flipped-"))
+            flipped = path.with_name(path.name + "-flipped")  # kept: the collection serves these files
+            shutil.rmtree(flipped, ignore_errors=True)
             step = len(found) / need
             for n in range(need):
                 f = found[int(n * step)]

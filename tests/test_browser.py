@@ -11,13 +11,16 @@ from lookalike.server.service import ServerConfig
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+TOKEN = "browser-test-token"
 CAPTION = re.compile(r"^(accordion|airplanes|Leopards|pizza|sunflower) · [01]\.\d\d$")
 
 
 @pytest.fixture(scope="module")
 def page_url(five_category_collection):
-    server = start_background(ServerConfig(str(five_category_collection)))
-    yield server.url
+    """The page of a token-protected server, opened as its printed link: the token becomes a cookie
+    that the page's own requests (events, thumbnails) must carry."""
+    server = start_background(ServerConfig(str(five_category_collection), token=TOKEN))
+    yield f"{server.url}/?token={TOKEN}"
     server.stop()
 
 
@@ -27,6 +30,9 @@ def browser():
         pytest.fail("chromium is missing: run `make browser` (part of `make test`)")
     from playwright.sync_api import sync_playwright
 
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)  # generous: the machine may be busy
     with sync_playwright() as p:
         chromium = p.chromium.launch(
             executable_path=str(CHROMIUM),
@@ -45,7 +51,7 @@ def test_upload_see_captioned_results_click_one_for_more(page_url, browser, held
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     page.goto(page_url)
     expect(page.locator("#lookalike-header")).to_contain_text("60 photos")
     expect(page.locator("#lookalike-header")).to_contain_text("efficientnet_lite0")
@@ -81,7 +87,7 @@ def test_errors_show_in_the_page(page_url, browser, held_back_queries, tmp_path)
     broken = tmp_path / "truncated.jpg"
     broken.write_bytes(photo[: len(photo) // 3])
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     page.goto(page_url)
     expect(page.locator("#lookalike-header")).to_contain_text("60 photos")
     page.locator("#lookalike-query input[type=file]").set_input_files(broken)
