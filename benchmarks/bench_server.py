@@ -5,8 +5,10 @@ The collection: Caltech-101's 8,677 photos plus horizontally-flipped copies of 1
 (`<collection>-flipped/<category>/flipped_<name>.jpg`), to reach 10,000. Built once into
 --collection (reused when it holds 10,000 photos made with the current encoder).
 
-All traffic goes to 127.0.0.1 only, bounded in count and time. Two servers run one after the other
-from the same collection: micro-batching (the default, --max-batch 16) and one-by-one (--max-batch 1).
+All traffic goes to 127.0.0.1 only, bounded in count and time. Three servers run
+from the same collection, measured in alternating rounds so they share the machine's load: the
+default (micro-batches of up to 16, one encoder worker per core), "unbatched" (--max-batch 1, one
+worker per core) and "one_by_one" (--max-batch 1 --encoder-workers 1: uploads queue behind one encoder).
 
     .venv/bin/python benchmarks/bench_server.py [--collection /tmp/bench10k.lookalike]
 """
@@ -62,7 +64,7 @@ def build_collection(path: Path, base: Path | None) -> int:
             return len(c)
         c.update(DATASET)  # a no-op when copied from an up-to-date base
         found, _ = scan(DATASET)
-        need = TARGET - len(c)
+        need = TARGET - len(found)
         if need > 0:
             flipped = path.with_name(path.name + "-flipped")  # kept: the collection serves these files
             shutil.rmtree(flipped, ignore_errors=True)
@@ -90,11 +92,11 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, collection: Path, max_batch: int) -> None:
+    def __init__(self, collection: Path, max_batch: int, workers: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "lookalike.cli", "serve", "--collection", str(collection),
-               "--port", str(self.port), "--max-batch", str(max_batch)]
+               "--port", str(self.port), "--max-batch", str(max_batch), "--encoder-workers", str(workers)]
         started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = started + 120
@@ -201,7 +203,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--collection", type=Path, default=Path("/tmp/bench10k.lookalike"))
     ap.add_argument("--base", type=Path, default=Path("/tmp/caltech.lookalike"), help="Caltech-101 collection to start from")
-    ap.add_argument("--rounds", type=int, default=5, help="measurement rounds, alternating the two servers")
+    ap.add_argument("--rounds", type=int, default=4, help="measurement rounds, alternating the two servers")
     ap.add_argument("--single", type=int, default=60, help="sequential queries per server per round")
     ap.add_argument("--concurrent", type=int, default=160, help="8-client queries per server per round")
     ap.add_argument("--rss-queries", type=int, default=10_000, help="queries for the memory run (batched server)")
@@ -212,12 +214,18 @@ def main() -> None:
     photos = sorted(DATASET.glob("*/*.jpg"))
     queries = [p.read_bytes() for p in photos[7::43]]  # ~200 photos spread over the categories
     load_before = os.getloadavg()
-    servers = {"batched": Server(args.collection, 16), "one_by_one": Server(args.collection, 1)}
+    cores = os.cpu_count() or 1
+    servers = {  # the default; concurrent single-image runs without batching; one by one behind a lock
+        "batched": Server(args.collection, 16, cores),
+        "unbatched": Server(args.collection, 1, cores),
+        "one_by_one": Server(args.collection, 1, 1),
+    }
     try:
         report = {name: {"startup_s": s.startup_s, "single": [], "qps": [], "errors": 0, "p50_8": []}
                   for name, s in servers.items()}
         reference: list[float] = []
-        ratios = {"qps_batched_over_one_by_one": [], "p50_server_over_encoder_alone": []}
+        ratios = {"qps_batched_over_one_by_one": [], "qps_batched_over_unbatched": [],
+                  "p50_server_over_encoder_alone": []}
         for r in range(args.rounds):  # alternate, so both servers and the reference see the same load
             ref = encoder_reference(args.collection, queries, args.single // 2)
             reference += ref
@@ -234,6 +242,7 @@ def main() -> None:
                     ratios["p50_server_over_encoder_alone"].append(
                         float(np.median(single)) / float(np.median(ref)))
             ratios["qps_batched_over_one_by_one"].append(qps["batched"] / qps["one_by_one"])
+            ratios["qps_batched_over_unbatched"].append(qps["batched"] / qps["unbatched"])
             print(json.dumps({"round": r + 1, "qps": qps, "load": os.getloadavg()[0],
                               "p50_ms": {n: float(np.median(report[n]["single"][-args.single:]) * 1000)
                                          for n in servers}}), flush=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -165,6 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_megapixels * 1_000_000),
         max_batch=args.max_batch,
+        encoder_workers=args.encoder_workers,
         token=args.token,
     )
     serve(config, host=args.host, port=args.port, share=args.share)
@@ -244,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted (default: %(default)s)")
     p.add_argument("--max-megapixels", type=float, default=50, help="largest image accepted (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=16, help="uploads encoded together at most; 1 = one by one")
+    p.add_argument("--encoder-workers", type=int, default=os.cpu_count() or 1,
+                   help="batches encoded at the same time (default: one per core, %(default)s)")
     return parser
 
 

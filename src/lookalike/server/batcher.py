@@ -17,17 +17,22 @@ POLL_S = 0.0005
 class MicroBatcher:
     """Runs `fn` on batches stacked from single inputs submitted by many threads or event loops.
 
-    One worker thread takes every input already waiting (up to `max_batch`); if callers have
+    Each of `workers` threads (one per core suits an encoder whose runs are single-threaded) takes
+    every input already waiting (up to `max_batch`); if callers have
     announced inputs still being prepared (`expecting()`), it waits at most `max_wait_s` for them,
     then calls `fn` once on the stacked batch. While it runs, newly submitted inputs queue up for
     the next batch. A lone request never waits; `max_batch=1` runs inputs one by one.
     """
 
     def __init__(
-        self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int = 16, max_wait_s: float = 0.002
+        self,
+        fn: Callable[[np.ndarray], np.ndarray],
+        max_batch: int = 16,
+        max_wait_s: float = 0.002,
+        workers: int = 1,
     ) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+        if max_batch < 1 or workers < 1:
+            raise ValueError("max_batch and workers must be at least 1")
         self.fn = fn
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
@@ -36,8 +41,11 @@ class MicroBatcher:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._expected = 0  # inputs announced but not submitted yet
         self._expected_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="lookalike-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"lookalike-batcher-{n}", daemon=True) for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @contextmanager
     def expecting(self) -> Iterator[None]:
@@ -58,8 +66,10 @@ class MicroBatcher:
         return future
 
     def close(self) -> None:
-        self._queue.put(_STOP)
-        self._thread.join(timeout=5)
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     def _collect(self, first: tuple) -> tuple[list, bool]:
         """`first` plus whatever else arrives in time; the flag says a stop was requested."""
@@ -97,7 +107,8 @@ class MicroBatcher:
                 for _, fut in live:
                     fut.set_exception(e)
                 continue
-            self.batches += 1
-            self.inputs += len(live)
+            with self._expected_lock:
+                self.batches += 1
+                self.inputs += len(live)
             for row, (_, fut) in zip(out, live):
                 fut.set_result(row)

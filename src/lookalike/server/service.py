@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ class ServerConfig:
     default_k: int = 10
     max_batch: int = 16  # 1 runs the encoder once per upload
     batch_wait_ms: float = 2.0  # how long a batch waits for more uploads to join it
+    encoder_workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # batches encoded at once
     thumbnail_px: int = 256
     thumbnail_cache: int = 2048  # thumbnails kept in memory
     token: str | None = None
@@ -53,7 +55,9 @@ class SearchService:
         self.encoder = self.collection.encoder
         with self._lock:
             self.collection.refresh()
-        self.batcher = MicroBatcher(self.encoder.embed, config.max_batch, config.batch_wait_ms / 1000)
+        self.batcher = MicroBatcher(
+            self.encoder.embed, config.max_batch, config.batch_wait_ms / 1000, config.encoder_workers
+        )
         self.has_categories = bool(self.encoder.labels) and self.encoder.label_kind == "categories"
         self._thumbnail = lru_cache(maxsize=config.thumbnail_cache)(self._make_thumbnail)
 
