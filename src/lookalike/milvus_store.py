@@ -249,6 +249,8 @@ class MilvusCollection:
         report.removed = len(gone)
         self._embed(todo, indexed, report, progress, embedder or partial(embed_files, batch_size=batch_size))
         report.skipped = self._skipped_list(root)
+        if todo or gone:
+            self.client.flush(self.name)  # seal the new rows so Milvus indexes them (growing segments search slowly)
         self._write_meta(generation=self._state["generation"] + 1, manifest=self._manifest_now())
         report.seconds = time.perf_counter() - started
         return report
@@ -369,10 +371,9 @@ class MilvusCollection:
             raise CollectionError("k must be at least 1")
         if k > MAX_K:
             raise CollectionError(f"k must be at most {MAX_K} on a Milvus store")
-        self.refresh()
         expr = ""
         if category is not None:
-            if category not in self.categories():
+            if category not in self.categories():  # refreshes the cached counts if a writer committed
                 known = ", ".join(str(c) for c in self.categories() if c is not None) or "none"
                 raise CollectionError(f"no category {category!r} (categories: {known})")
             expr = f"category == {literal(category)}"
