@@ -188,6 +188,42 @@ def encoder_reference(collection: Path, queries: list[bytes], n: int) -> list[fl
     return times
 
 
+def encoder_sharing(collection: Path, queries: list[bytes], configs: list[tuple[int, int]], seconds: float,
+                    rounds: int, clients: int = 8) -> dict[tuple[int, int], list[float]]:
+    """Images per second through decode + MicroBatcher(encoder) with `clients` threads in a closed
+    loop, in this process (no HTTP, no search): how each (max_batch, workers) shares the encoder."""
+    from lookalike import open_collection
+    from lookalike.images import decode_bytes
+    from lookalike.server.batcher import MicroBatcher
+
+    with open_collection(collection, readonly=True) as c:
+        encoder = c.encoder
+    result: dict[tuple[int, int], list[float]] = {cfg: [] for cfg in configs}
+    for _ in range(rounds):
+        for max_batch, workers in configs:
+            batcher = MicroBatcher(encoder.embed, max_batch, 0.002, workers)
+            stop = time.perf_counter() + seconds
+            done = [0] * clients
+
+            def client(n: int) -> None:
+                i = n
+                while time.perf_counter() < stop:
+                    with batcher.expecting():
+                        future = batcher.submit(decode_bytes(queries[i % len(queries)], encoder.prep).tensor)
+                    future.result()
+                    done[n] += 1
+                    i += clients
+
+            threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            batcher.close()
+            result[(max_batch, workers)].append(sum(done) / seconds)
+    return result
+
+
 def percentiles(seconds: list[float]) -> dict:
     ms = np.asarray(seconds) * 1000
     return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
@@ -205,16 +241,18 @@ def main() -> None:
     ap.add_argument("--base", type=Path, default=Path("/tmp/caltech.lookalike"), help="Caltech-101 collection to start from")
     ap.add_argument("--rounds", type=int, default=4, help="measurement rounds, alternating the two servers")
     ap.add_argument("--single", type=int, default=60, help="sequential queries per server per round")
-    ap.add_argument("--concurrent", type=int, default=160, help="8-client queries per server per round")
+    ap.add_argument("--concurrent", type=int, default=240, help="8-client queries per server per round")
+    ap.add_argument("--sharing-seconds", type=float, default=6, help="per in-process encoder-sharing run")
     ap.add_argument("--rss-queries", type=int, default=10_000, help="queries for the memory run (batched server)")
     ap.add_argument("--time-limit", type=float, default=600, help="seconds, per load run at most")
     args = ap.parse_args()
 
     items = build_collection(args.collection, args.base)
+    cores = os.cpu_count() or 1
     photos = sorted(DATASET.glob("*/*.jpg"))
     queries = [p.read_bytes() for p in photos[7::43]]  # ~200 photos spread over the categories
     load_before = os.getloadavg()
-    cores = os.cpu_count() or 1
+    sharing = encoder_sharing(args.collection, queries, [(16, cores), (1, cores), (1, 1)], args.sharing_seconds, 3)
     servers = {  # the default; concurrent single-image runs without batching; one by one behind a lock
         "batched": Server(args.collection, 16, cores),
         "unbatched": Server(args.collection, 1, cores),
@@ -277,6 +315,9 @@ def main() -> None:
               f" (n={s['n']}) | 8 clients median {np.median(r['qps']):.1f} q/s (rounds: "
               f"{', '.join(f'{q:.1f}' for q in r['qps'])}), {r['errors']} errors, median p50 {np.median(r['p50_8']):.0f} ms"
               f" | encoder calls {r['stats']['batches']} for {r['stats']['uploads']} uploads")
+    for (max_batch, workers), values in sharing.items():
+        print(f"in-process encoder sharing, 8 threads, max_batch {max_batch:>2}, {workers} worker(s): median "
+              f"{np.median(values):.1f} images/s (rounds: {', '.join(f'{v:.1f}' for v in values)})")
     for key, values in ratios.items():
         print(f"ratio {key}: median {np.median(values):.2f} (rounds: {', '.join(f'{v:.2f}' for v in values)})")
     if memory:
