@@ -27,11 +27,12 @@ from lookalike.images import Decoded
 from lookalike.index import BACKENDS, create_index
 from lookalike.milvus_store import MilvusCollection
 
-MILVUS_INDEXES = {  # index type -> (build params, search params)
-    "FLAT": ({}, {}),
-    "IVF_FLAT": ({"nlist": 128}, {"nprobe": 16}),
-    "HNSW": ({"M": 16, "efConstruction": 200}, {"ef": 64}),
-}
+MILVUS_INDEXES = [  # (index type, build params, search params); nprobe 1 shows the IVF index is real
+    ("FLAT", {}, {}),
+    ("IVF_FLAT", {"nlist": 128}, {"nprobe": 1}),
+    ("IVF_FLAT", {"nlist": 128}, {"nprobe": 16}),
+    ("HNSW", {"M": 16, "efConstruction": 200}, {"ef": 64}),
+]
 
 
 def stored_vectors(local: Collection):
@@ -93,8 +94,8 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, (build_params, search_params) in MILVUS_INDEXES.items():
-            spec = f"milvus:{Path(tmp) / kind.lower()}.db"
+        for n, (kind, build_params, search_params) in enumerate(MILVUS_INDEXES):
+            spec = f"milvus:{Path(tmp) / kind.lower()}{n}.db"
             with MilvusCollection.create(spec, local.manifest["encoder"]["spec"], index=kind,
                                          index_params=build_params, search_params=search_params) as store:
                 started = time.perf_counter()

@@ -143,3 +143,5 @@ def test_bad_store_specs_get_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["info", "--store", str(tmp_path / "x.db")])
     assert "expected milvus:URI" in capsys.readouterr().err
+    assert main(["info", "--store", "milvus:http://127.0.0.1:9"]) == 2  # nothing listens on port 9
+    assert "cannot open Milvus at http://127.0.0.1:9" in capsys.readouterr().err

@@ -30,10 +30,11 @@ class EmbedBlock:
 
     def __init__(self, model: bytes, sidecar: bytes) -> None:
         os.environ["LOOKALIKE_THREADS"] = "1"  # one actor per CPU: one thread per session
-        folder = Path(tempfile.mkdtemp(prefix="lookalike-encoder-"))
-        (folder / "encoder.onnx").write_bytes(model)  # shipped by Ray: workers need no model cache
-        (folder / "encoder.json").write_bytes(sidecar)
-        self.encoder = load_onnx_encoder(folder / "encoder.onnx")
+        with tempfile.TemporaryDirectory(prefix="lookalike-encoder-") as tmp:  # the session keeps the model in memory
+            folder = Path(tmp)
+            (folder / "encoder.onnx").write_bytes(model)  # shipped by Ray: workers need no model cache
+            (folder / "encoder.json").write_bytes(sidecar)
+            self.encoder = load_onnx_encoder(folder / "encoder.onnx")
 
     def __call__(self, block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n, dim = len(block["path"]), self.encoder.dim
@@ -67,10 +68,9 @@ class RayEmbedder:
     again on exit) when there is none. Call it like `embed_files(files, encoder, known_hashes)`.
     """
 
-    def __init__(self, address: str | None = None, batch_size: int = DEFAULT_BATCH, num_cpus: int | None = None):
+    def __init__(self, address: str | None = None, batch_size: int = DEFAULT_BATCH):
         self.address = address
         self.batch_size = batch_size
-        self.num_cpus = num_cpus  # local Ray only: CPUs to use (default: all)
         self._started = False
 
     def __enter__(self) -> "RayEmbedder":
@@ -80,7 +80,7 @@ class RayEmbedder:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False)
             else:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+                ray.init(include_dashboard=False, log_to_driver=False)
             self._started = True
         return self
 
