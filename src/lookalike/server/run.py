@@ -18,9 +18,12 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000, share: bool = False) -> None:
     started = time.perf_counter()
     service = SearchService(config)
+    loaded = time.perf_counter() - started
     app = create_app(config, service)
-    items = service.count()
-    print(f"lookalike: {items:,} images, encoder {service.encoder.name}; ready in {time.perf_counter() - started:.1f}s")
+    print(
+        f"lookalike: {service.count():,} images, encoder {service.encoder.name}; model and index loaded in"
+        f" {loaded:.1f}s, page and API ready in {time.perf_counter() - started:.1f}s"
+    )
     if host not in LOCAL_HOSTS and not config.token:
         print("lookalike: warning: serving beyond this machine without --token; anyone who can reach it can use it")
     suffix = f"/?token={config.token}" if config.token else "/"
