@@ -338,7 +338,7 @@ class Collection:
         if opened.problem is not None:
             with self._try_write_lock() as locked:
                 if locked:  # no writer will fix it: rebuild or bring up to date from the stored vectors
-                    log.warning("%s: %s; updating it from the stored vectors", self.path, opened.problem)
+                    log.warning("%s: %s; updating the index from the stored vectors", self.path, opened.problem)
                     snapshot, searcher = self._maintain_index(progress=False)
         self._install(snapshot, searcher)
 

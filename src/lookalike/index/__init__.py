@@ -11,9 +11,10 @@ from lookalike.index.hnsw import HnswIndex
 
 BACKENDS: dict[str, type[Index]] = {cls.backend: cls for cls in (ExactIndex, AnnoyIndex, HnswIndex)}
 CHOICES = [*BACKENDS, "auto"]
-# Below this many items exact search answers a query at least as fast as HNSW at its default
-# settings (and needs no index file); measured by benchmarks/bench_index.py, see RESULTS.md.
-AUTO_EXACT_BELOW = 20_000
+# Exact search answered single queries faster than HNSW (default settings, ef=200) up to 2,000
+# items, about as fast at 4,000 and slower at 8,000, at 256-d and 1280-d (`bench_index.py
+# crossover`, benchmarks/RESULTS.md).
+AUTO_EXACT_BELOW = 4_000
 
 
 def resolve_backend(backend: str, items: int) -> str:

@@ -18,7 +18,7 @@ CHUNK = 20_000  # vectors per add_items call (bounds the copy out of a memory ma
 class HnswIndex(Index):
     backend = "hnsw"
     build_params = {"M": 16, "ef_construction": 100}
-    search_params = {"ef": 100}
+    search_params = {"ef": 200}
     num_threads = -1  # threads for batches of queries and for adds; -1 = all cores
 
     def __init__(self, dim: int, **params) -> None:
