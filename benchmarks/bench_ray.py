@@ -6,11 +6,18 @@ Both index the same photos into fresh collections, in the same process, alternat
 --repeats rounds; medians and their ratio are printed (a shared machine drifts; ratios hold).
 Ray's start-up (once per `lookalike index --ray` run) is timed separately; each Ray round includes
 starting the actor pool and loading one ONNX session per actor.
+
+    .venv/bin/python benchmarks/bench_ray.py --large-photo
+
+prints instead what a 12-megapixel JPEG costs against a Caltech-sized one (decode, and embedding on
+one thread), the factor docs/scaling.md scales the measured images/second by.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -32,6 +39,38 @@ def linked_folder(root: Path, n: int, into: Path, seed: int = 0) -> Path:
     return into
 
 
+def large_photo_factor(photo: Path, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds to decode a photo and a 4000x3000 JPEG made from it, and to embed one image."""
+    os.environ["LOOKALIKE_THREADS"] = "1"
+    from PIL import Image
+
+    from lookalike.encoders import get_encoder
+    from lookalike.images import decode_bytes
+
+    encoder = get_encoder()
+    small = photo.read_bytes()
+    big = io.BytesIO()
+    Image.open(photo).convert("RGB").resize((4000, 3000), Image.BICUBIC).save(big, "JPEG", quality=92)
+
+    def ms(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+
+    batch = np.stack([decode_bytes(small, encoder.prep).tensor] * 16)
+    figures = {
+        "decode_caltech_ms": ms(lambda: decode_bytes(small, encoder.prep)),
+        "decode_12mp_ms": ms(lambda: decode_bytes(big.getvalue(), encoder.prep)),
+        "embed_ms_per_image": ms(lambda: encoder.embed(batch)) / len(batch),
+    }
+    embed = figures["embed_ms_per_image"]
+    figures["large_photo_factor"] = (figures["decode_12mp_ms"] + embed) / (figures["decode_caltech_ms"] + embed)
+    return {k: round(v, 2) for k, v in figures.items()}
+
+
 def index_once(folder: Path, embedder: RayEmbedder | None) -> tuple[float, dict[str, np.ndarray]]:
     """Images/second of one full index run, and the vectors by path."""
     with tempfile.TemporaryDirectory() as tmp, Collection.create(Path(tmp) / "c") as collection:
@@ -47,7 +86,11 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--large-photo", action="store_true", help="only measure the 12-megapixel cost factor")
     args = parser.parse_args()
+    if args.large_photo:
+        print(json.dumps(large_photo_factor(args.photos / "Leopards" / "image_0001.jpg"), indent=1))
+        return
 
     import ray
 
