@@ -185,9 +185,13 @@ def to_tensor(img: Image.Image, prep: Preprocess) -> np.ndarray:
         img = img.resize((new_w, new_h), Image.BILINEAR, reducing_gap=3.0)
         left, top = (new_w - prep.size) // 2, (new_h - prep.size) // 2
         img = img.crop((left, top, left + prep.size, top + prep.size))
-    arr = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
-    arr = (arr - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    # (x / 255 - mean) / std as one scale and one offset per channel, applied in place on the CHW copy
+    std = np.asarray(prep.std, np.float32)
+    scale, offset = (1.0 / (255.0 * std))[:, None, None], (np.asarray(prep.mean, np.float32) / std)[:, None, None]
+    arr = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
+    arr *= scale
+    arr -= offset
+    return arr
 
 
 @dataclass(frozen=True)
