@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from lookalike.collection import Collection, Result
+from lookalike.catalog import Item
+from lookalike.collection import Collection, CollectionError, Result
 from lookalike.evaluation import Evaluation, collection_arrays
 from lookalike.images import BadImage, open_image, read_bytes, to_rgb
 
@@ -141,7 +142,7 @@ def worst_examples(evaluation: Evaluation, collection: Collection, folder: Path,
         rows.append(f"<h3>{html.escape(name)}: mAP@{evaluation.k} {stats['map@k']:.3f} over {stats['n']} queries</h3>")
         for q in worst:
             ids = [int(evaluation.query_ids[q])] + [int(i) for i in evaluation.neighbour_ids[q, : evaluation.k] if i >= 0]
-            items = collection.catalog.get_many(ids)
+            items = _items(collection, ids)
             cells = [_figure(thumbnail(items[ids[0]].path, folder, ids[0]), f"query · AP {evaluation.ap[q]:.2f}", None)]
             for rank, i in enumerate(ids[1:], start=1):
                 item = items.get(i)
@@ -150,6 +151,17 @@ def worst_examples(evaluation: Evaluation, collection: Collection, folder: Path,
                                          item.category == name))
             rows.append(f'<div class="lookalike-row">{"".join(cells)}</div>')
     return "\n".join(rows)
+
+
+def _items(collection: Collection, ids: list[int]) -> dict[int, Item]:
+    """The catalogue rows of these ids (any store: local folder or Milvus), skipping vanished ones."""
+    found = {}
+    for i in ids:
+        try:
+            found[i] = collection.item(i)
+        except CollectionError:
+            continue
+    return found
 
 
 def confusion_table(evaluation: Evaluation, top: int = 20) -> str:
