@@ -20,7 +20,7 @@ import numpy as np
 
 from lookalike import Collection
 from lookalike.encoders import OnnxEncoder, get_encoder
-from lookalike.images import Preprocess, decode_file
+from lookalike.images import decode_file
 
 
 def sample_photos(root: Path, n: int, seed: int = 0) -> list[Path]:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from lookalike.catalog import Catalog, Item, NewItem
 from lookalike.embedding import Batch, Known, embed_files
 from lookalike.encoders import DEFAULT_ENCODER, OnnxEncoder, get_encoder
-from lookalike.images import Decoded, FoundFile, decode_bytes, read_bytes, scan
+from lookalike.images import Decoded, FoundFile, Skipped, decode_bytes, read_bytes, scan
 from lookalike.index import AUTO_EXACT_BELOW, CHOICES, Searcher, check_params, configure, resolve_backend
 from lookalike.index.base import top_k
 from lookalike.index.store import INDEX_JSON, IndexStore
@@ -35,6 +35,7 @@ log = logging.getLogger("lookalike")
 
 # Turns files into committed-ready Batches: embedding.embed_files, or distributed.RayEmbedder.
 Embedder = Callable[[list[FoundFile], OnnxEncoder, dict[str, int]], Iterable[Batch]]
+Waiting = list[tuple[FoundFile, Decoded | Known]]  # copies of content whose original is not stored yet
 
 
 class CollectionError(Exception):
@@ -230,19 +231,9 @@ class Collection:
         with self._write_lock():
             indexed = self.catalog.files_under(root)
             skipped_before = self.catalog.skipped_under(root)
-            todo: list[FoundFile] = []
-            for f in found:
-                previous = indexed.get(f.path)
-                if previous and previous[1:] == (f.size, f.mtime_ns):
-                    report.unchanged += 1
-                elif f.path in skipped_before and skipped_before[f.path] == (f.size, f.mtime_ns):
-                    continue  # still the same bad file: reported below, not retried
-                else:
-                    todo.append(f)
-            present = {f.path for f in found} | {s.path for s in scan_skipped}
-            gone = [p for p in indexed if p not in present]
+            todo, report.unchanged, gone, gone_skipped = plan_update(found, scan_skipped, indexed, skipped_before)
             with self.catalog.transaction() as tx:
-                tx.remove_paths(gone + [p for p in skipped_before if p not in present])
+                tx.remove_paths(gone + gone_skipped)
                 for s in scan_skipped:
                     tx.record_skip(root, s.path, None, None, s.reason)
             report.removed = len(gone)
@@ -257,24 +248,14 @@ class Collection:
         self, todo: list[FoundFile], indexed: dict, report: UpdateReport, progress: bool, embedder: Embedder
     ) -> None:
         hash_rows = self.catalog.hash_rows()
-        waiting: list[tuple[FoundFile, Decoded | Known]] = []  # copies of content embedded in a later batch
-        bar = tqdm(total=len(todo), unit="img", desc="embedding", disable=not progress or not todo, smoothing=0.1)
-        with bar:
-            for batch in embedder(todo, self.encoder, hash_rows):
-                waiting = self._commit(batch, hash_rows, waiting)
-                for file, _ in batch.embedded + batch.duplicates:
-                    if file.path in indexed:
-                        report.updated += 1
-                    else:
-                        report.added += 1
-                report.embedded += len(batch.embedded)
-                bar.update(len(batch))
-        if waiting:  # cannot happen unless an embedding failed: keep the run's promise to report them
-            self._commit(Batch(skipped=[(f, "identical to a file that failed to embed") for f, _ in waiting]), {}, [])
+        embed_and_commit(
+            todo, self.encoder, hash_rows, embedder, lambda batch, waiting: self._commit(batch, hash_rows, waiting),
+            indexed, report, progress,
+        )
 
     def _commit(
-        self, batch: Batch, hash_rows: dict[str, int], waiting: list[tuple[FoundFile, Decoded | Known]]
-    ) -> list[tuple[FoundFile, Decoded | Known]]:
+        self, batch: Batch, hash_rows: dict[str, int], waiting: Waiting
+    ) -> Waiting:
         """Append the batch's vectors, then commit its catalogue rows in one transaction.
 
         Returns the duplicates whose original is not committed yet (they wait for a later batch)."""
@@ -524,6 +505,57 @@ class Collection:
             "created": self.manifest["created"],
             "updated": self.manifest["updated"],
         }
+
+
+def plan_update(
+    found: list[FoundFile],
+    scan_skipped: list[Skipped],
+    indexed: dict[str, tuple[int, int, int]],
+    skipped_before: dict[str, tuple[int | None, int | None]],
+) -> tuple[list[FoundFile], int, list[str], list[str]]:
+    """What an update of one folder must do, from the files found and what the store holds for it:
+    (files to embed, number unchanged, indexed paths now gone, skipped paths now gone).
+    Unchanged = same size and mtime; a bad file that is unchanged is not retried."""
+    todo: list[FoundFile] = []
+    unchanged = 0
+    for f in found:
+        previous = indexed.get(f.path)
+        if previous and previous[1:] == (f.size, f.mtime_ns):
+            unchanged += 1
+        elif skipped_before.get(f.path) != (f.size, f.mtime_ns):
+            todo.append(f)
+    present = {f.path for f in found} | {s.path for s in scan_skipped}
+    return todo, unchanged, [p for p in indexed if p not in present], [p for p in skipped_before if p not in present]
+
+
+def embed_and_commit(
+    todo: list[FoundFile],
+    encoder: OnnxEncoder,
+    known_hashes: set[str] | dict[str, int],
+    embedder: Embedder,
+    commit: Callable[[Batch, Waiting], Waiting],
+    indexed: dict,
+    report: UpdateReport,
+    progress: bool,
+) -> None:
+    """Run the embedder over `todo` with a progress bar, committing each batch as it comes.
+
+    `commit(batch, waiting)` stores a batch and returns the duplicates whose original is not stored
+    yet; they are offered again with the next batch."""
+    waiting: Waiting = []
+    bar = tqdm(total=len(todo), unit="img", desc="embedding", disable=not progress or not todo, smoothing=0.1)
+    with bar:
+        for batch in embedder(todo, encoder, known_hashes):
+            waiting = commit(batch, waiting)
+            for file, _ in batch.embedded + batch.duplicates:
+                if file.path in indexed:
+                    report.updated += 1
+                else:
+                    report.added += 1
+            report.embedded += len(batch.embedded)
+            bar.update(len(batch))
+    if waiting:  # only if the original failed to embed: still report every file
+        commit(Batch(skipped=[(f, "identical to a file that failed to embed") for f, _ in waiting]), [])
 
 
 def open_collection(spec: str | os.PathLike, readonly: bool = False) -> Collection:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from lookalike.catalog import Item
 from lookalike.collection import (
@@ -34,10 +33,13 @@ from lookalike.collection import (
     Embedder,
     Result,
     UpdateReport,
+    Waiting,
+    embed_and_commit,
+    plan_update,
 )
-from lookalike.embedding import Batch, Known, embed_files
+from lookalike.embedding import Batch, embed_files
 from lookalike.encoders import DEFAULT_ENCODER, get_encoder
-from lookalike.images import Decoded, FoundFile, scan
+from lookalike.images import FoundFile, scan
 
 SCHEME = "milvus:"
 DEFAULT_NAME = "lookalike"
@@ -231,19 +233,9 @@ class MilvusCollection:
             self.name, f"root == {literal(root)}", ["id", "path", "size", "mtime_ns"])}
         skipped_before = {r["path"]: (r["size"], r["mtime_ns"]) for r in self._rows(
             self._skipped, f"root == {literal(root)}", ["path", "size", "mtime_ns"])}
-        todo: list[FoundFile] = []
-        for f in found:
-            previous = indexed.get(f.path)
-            if previous and previous[1:] == (f.size, f.mtime_ns):
-                report.unchanged += 1
-            elif f.path in skipped_before and skipped_before[f.path] == (f.size, f.mtime_ns):
-                continue  # still the same bad file: reported below, not retried
-            else:
-                todo.append(f)
-        present = {f.path for f in found} | {s.path for s in scan_skipped}
-        gone = [p for p in indexed if p not in present]
+        todo, report.unchanged, gone, gone_skipped = plan_update(found, scan_skipped, indexed, skipped_before)
         self._delete(self.name, [indexed[p][0] for p in gone])
-        self._delete(self._skipped, [p for p in skipped_before if p not in present])
+        self._delete(self._skipped, gone_skipped)
         if scan_skipped:
             self.client.upsert(self._skipped, [_skip_row(root, s.path, None, None, s.reason) for s in scan_skipped])
         report.removed = len(gone)
@@ -257,24 +249,14 @@ class MilvusCollection:
 
     def _embed(self, todo: list[FoundFile], indexed: dict, report: UpdateReport, progress: bool, embedder) -> None:
         hashes = {r["hash"] for r in self._rows(self.name, "", ["hash"])}
-        waiting: list[tuple[FoundFile, Decoded | Known]] = []  # copies of content not committed yet
-        bar = tqdm(total=len(todo), unit="img", desc="embedding", disable=not progress or not todo, smoothing=0.1)
-        with bar:
-            for batch in embedder(todo, self.encoder, hashes):
-                waiting = self._commit(batch, indexed, waiting)
-                for file, _ in batch.embedded + batch.duplicates:
-                    if file.path in indexed:
-                        report.updated += 1
-                    else:
-                        report.added += 1
-                report.embedded += len(batch.embedded)
-                bar.update(len(batch))
-        if waiting:  # only if the original failed to embed
-            self._commit(Batch(skipped=[(f, "identical to a file that failed to embed") for f, _ in waiting]), indexed, [])
+        embed_and_commit(
+            todo, self.encoder, hashes, embedder, lambda batch, waiting: self._commit(batch, indexed, waiting),
+            indexed, report, progress,
+        )
 
     def _commit(
-        self, batch: Batch, indexed: dict, waiting: list[tuple[FoundFile, Decoded | Known]]
-    ) -> list[tuple[FoundFile, Decoded | Known]]:
+        self, batch: Batch, indexed: dict, waiting: Waiting
+    ) -> Waiting:
         """Write one batch; returns the duplicates whose original is not stored yet."""
         vectors = batch.vectors if batch.vectors is not None else np.zeros((0, self.dim), np.float32)
         entries = [(file, decoded.width, decoded.height, decoded.hash, vector)
