@@ -105,3 +105,19 @@ def test_bad_training_input_is_one_line_error(trained, tiny_folder: Path, tmp_pa
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 4 and all(e.startswith("lookalike: error:") for e in errors)
     assert "not empty" in errors[0] and "nope" in errors[3]
+
+
+def test_unfrozen_last_stage_trains_and_exports(tiny_folder: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    metrics = train(tiny_folder, tmp_path / "tuned", TrainConfig(epochs=2, unfreeze=1), progress=False, cache_root=cache)
+    assert metrics["test_accuracy"] >= 0.75
+    assert metrics["export_check"]["onnx_vs_torch_max_abs"] < 1e-4  # the trained last stage is in the export
+    maps = np.load(next(cache.glob("*-trunk1-center+flip")) / "features.npy")
+    assert maps.shape == (80, 2 * 192 * 7 * 7)  # the maps entering the last stage are cached, not pooled features
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert config["unfreeze"] == 1
+    encoder = get_encoder(str(tmp_path / "tuned"))
+    with Collection.create(tmp_path / "c.lookalike", encoder=str(tmp_path / "tuned")) as collection:
+        collection.update(tiny_folder)
+        assert collection.search(dataset_photos("pizza")[30], k=1)[0].category == "pizza"
+    assert encoder.dim == 256

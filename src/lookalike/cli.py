@@ -119,6 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         embedding_dim=args.embedding_dim, objective=args.objective, epochs=args.epochs, seed=args.seed,
+        unfreeze=args.unfreeze,
         categories=args.categories.split(",") if args.categories else None,
     )
     metrics = train(args.folder, args.output, config, progress=not args.quiet)
@@ -236,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cosine: normalised softmax with margin (default); softmax: the original Dense head")
     p.add_argument("--categories", default=None, help="train on these comma-separated categories only")
     p.add_argument("--seed", type=int, default=0, help="split and training seed (default: %(default)s)")
+    p.add_argument("--unfreeze", type=int, default=0, choices=[0, 1, 2],
+                   help="also train the base's last N block stages (default: %(default)s, frozen base)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     p = add("serve", cmd_serve, "Serve the web page and REST API for a collection.")

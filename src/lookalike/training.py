@@ -1,7 +1,8 @@
 """Fine-tune a 256-d search embedding on a folder's own categories (transfer learning on a frozen base).
 
-The frozen EfficientNet-Lite0 base runs once per photo and view (ONNX Runtime) and its pooled
-features are cached by content hash, so training the head takes seconds per epoch. The result is a
+The frozen EfficientNet-Lite0 base runs once per photo and view (ONNX Runtime) and its output is
+cached by content hash: the pooled features, so training the head takes seconds per epoch, or, with
+`unfreeze`, the feature maps that enter the last block stage, which is then trained with the head. The result is a
 model folder that `lookalike index FOLDER --encoder MODEL_DIR` uses like any other encoder.
 """
 from __future__ import annotations
@@ -53,6 +54,8 @@ class TrainConfig:
     seed: int = 0
     views: tuple[str, ...] = VIEWS  # cached augmented views of each training photo
     categories: list[str] | None = None  # train on these categories only (None: all)
+    unfreeze: int = 0  # last block stages of the base trained too, with its final 1x1 conv (0: frozen base)
+    base_learning_rate: float = 1e-4  # for the unfrozen part of the base
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -61,6 +64,8 @@ class TrainConfig:
             raise TrainingError(f"views must include 'center' and be among: {', '.join(VIEWS)}")
         if self.val_fraction <= 0 or self.test_fraction <= 0 or self.val_fraction + self.test_fraction >= 0.9:
             raise TrainingError("validation and test fractions must be positive and leave most photos for training")
+        if not 0 <= self.unfreeze <= 2:
+            raise TrainingError("unfreeze must be 0 (frozen base), 1 or 2 (last block stages)")
         if self.embedding_dim < 2 or self.epochs < 1:
             raise TrainingError("embedding dimension must be at least 2 and epochs at least 1")
 
@@ -108,7 +113,7 @@ def load_split(path: str | os.PathLike) -> dict[str, Any]:
 class ViewEncoder:
     """The base encoder run on several views of each photo; its vector is the views side by side."""
 
-    def __init__(self, encoder: OnnxEncoder, views: tuple[str, ...]) -> None:
+    def __init__(self, encoder: OnnxEncoder | TrunkEncoder, views: tuple[str, ...]) -> None:
         self.encoder, self.views, self.prep = encoder, views, encoder.prep
         self.dim = encoder.dim * len(views)
 
@@ -120,12 +125,45 @@ class ViewEncoder:
         return np.concatenate(out, axis=1)
 
 
+class TrunkEncoder:
+    """The frozen part of the base (all but its last `unfreeze` block stages) in ONNX Runtime: each
+    photo's flattened feature map that enters the trainable stages."""
+
+    def __init__(self, base, base_info: EncoderInfo, prep, unfreeze: int, root: Path | None = None) -> None:
+        import onnxruntime as ort
+        import torch
+
+        self.prep = prep
+        trunk = torch.nn.Sequential(base.conv_stem, base.bn1, *base.blocks[: len(base.blocks) - unfreeze]).eval()
+        with torch.no_grad():
+            self.shape = tuple(trunk(torch.zeros(1, 3, prep.size, prep.size)).shape[1:])
+        self.dim = int(np.prod(self.shape))
+        self.info = EncoderInfo(name=f"{base_info.name}-trunk{unfreeze}", checksum=f"{base_info.checksum}-trunk{unfreeze}",
+                                dim=self.dim)
+        path = (root or cache_dir() / "features") / f"{self.info.checksum}.onnx"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with torch.no_grad():
+                torch.onnx.export(trunk, (torch.zeros(2, 3, prep.size, prep.size),), str(tmp), input_names=["image"],
+                                  output_names=["maps"], dynamic_axes={"image": {0: "batch"}, "maps": {0: "batch"}},
+                                  opset_version=17, dynamo=False)
+            os.replace(tmp, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # embed_files runs one batch per core
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"image": batch})[0].reshape(len(batch), -1)
+
+
 class FeatureCache:
     """Base features by content hash, one .npy matrix + a JSON list of hashes per encoder and views."""
 
-    def __init__(self, encoder: OnnxEncoder, views: tuple[str, ...], root: Path | None = None) -> None:
+    def __init__(self, encoder: OnnxEncoder | TrunkEncoder, views: tuple[str, ...], root: Path | None = None) -> None:
         self.folder = (root or cache_dir() / "features") / f"{encoder.info.checksum}-{'+'.join(views)}"
         self.rows: dict[str, int] = {}
+        self.pending: list[np.ndarray] = []
         self.matrix = np.zeros((0, encoder.dim * len(views)), np.float32)
         try:
             hashes = json.loads((self.folder / "hashes.json").read_text())
@@ -136,12 +174,15 @@ class FeatureCache:
             self.rows, self.matrix = {h: n for n, h in enumerate(hashes)}, matrix
 
     def add(self, hashes: list[str], vectors: np.ndarray) -> None:
+        """Queue new rows; `save` appends them (one copy at the end, not one per batch)."""
         new = [(h, v) for h, v in zip(hashes, vectors) if h not in self.rows]
         if new:
-            self.matrix = np.concatenate([self.matrix, np.stack([v for _, v in new]).astype(np.float32)])
+            self.pending.append(np.stack([v for _, v in new]).astype(np.float32))
             self.rows.update({h: len(self.rows) + n for n, (h, _) in enumerate(new)})
 
     def save(self) -> None:
+        if self.pending:
+            self.matrix, self.pending = np.concatenate([self.matrix, *self.pending]), []
         self.folder.mkdir(parents=True, exist_ok=True)
         tag = f".{os.getpid()}.tmp"
         np.save(self.folder / f"features.npy{tag}.npy", self.matrix, allow_pickle=False)
@@ -151,7 +192,7 @@ class FeatureCache:
 
 
 def base_features(
-    files: list[FoundFile], encoder: OnnxEncoder, views: tuple[str, ...], progress: bool = True,
+    files: list[FoundFile], encoder: OnnxEncoder | TrunkEncoder, views: tuple[str, ...], progress: bool = True,
     cache_root: Path | None = None,
 ) -> tuple[np.ndarray, list[FoundFile], list[tuple[str, str]]]:
     """(n, views, dim) base features of the usable files, those files, and (path, reason) of the rest.
@@ -205,6 +246,31 @@ def build_head(in_dim: int, n_classes: int, config: TrainConfig):
     return Head()
 
 
+def build_tuned(base, shape: tuple[int, ...], unfreeze: int, head):
+    """tuned(flat cached maps) -> (embedding, logits): the base's last `unfreeze` block stages, its final
+    1x1 conv and pooling (the very modules of `base`, trained in place), then the head."""
+    from torch import nn
+
+    class Tuned(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stages = nn.Sequential(*base.blocks[len(base.blocks) - unfreeze :], base.conv_head, base.bn2)
+            self.head = head
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            self.stages.eval()  # batch-norm statistics stay the pretrained ones
+            return self
+
+        def pooled(self, flat):
+            return base.forward_head(self.stages(flat.reshape(len(flat), *shape)), pre_logits=True)
+
+        def forward(self, flat):
+            return self.head(self.pooled(flat))
+
+    return Tuned()
+
+
 def loss_fn(logits, targets, config: TrainConfig):
     import torch
 
@@ -213,14 +279,31 @@ def loss_fn(logits, targets, config: TrainConfig):
     return torch.nn.functional.cross_entropy(logits, targets)
 
 
-def head_embeddings(head, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(unit embeddings, logits) of (n, dim) base features, head in eval mode."""
+def head_embeddings(head, features: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(unit embeddings, logits) of (n, dim) cached features, model in eval mode, in batches."""
     import torch
 
     head.eval()
+    embeddings, logits = [], []
     with torch.no_grad(), one_torch_thread():
-        emb, logits = head(torch.from_numpy(np.ascontiguousarray(features, np.float32)))
-        return torch.nn.functional.normalize(emb, dim=1).numpy(), logits.numpy()
+        for start in range(0, len(features), batch):
+            emb, out = head(torch.from_numpy(np.ascontiguousarray(features[start : start + batch], np.float32)))
+            embeddings.append(torch.nn.functional.normalize(emb, dim=1).numpy())
+            logits.append(out.numpy())
+    return np.concatenate(embeddings), np.concatenate(logits)
+
+
+def pretrained_pooled(base, shape: tuple[int, ...], unfreeze: int, maps: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The pretrained base's L2-normalised pooled features from cached maps (the baseline's vectors)."""
+    import torch
+
+    stages = build_tuned(base, shape, unfreeze, None).eval()
+    out = []
+    with torch.no_grad(), one_torch_thread():
+        for start in range(0, len(maps), batch):
+            pooled = stages.pooled(torch.from_numpy(np.ascontiguousarray(maps[start : start + batch])))
+            out.append(torch.nn.functional.normalize(pooled, dim=1).numpy())
+    return np.concatenate(out)
 
 
 @dataclass
@@ -231,13 +314,22 @@ class History:
 
 def fit_head(
     train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int,
-    config: TrainConfig, progress: bool = True,
+    config: TrainConfig, progress: bool = True, base=None, shape: tuple[int, ...] = (),
 ):
-    """Train the head on cached (n, views, dim) features; keep the epoch with the best validation accuracy."""
+    """Train the head (and with `config.unfreeze`, the last stages of `base`, whose cached input maps
+    have `shape`) on cached (n, views, dim) features; keep the epoch with the best validation accuracy."""
     import torch
 
+    torch.manual_seed(config.seed)
+    if config.unfreeze:
+        model = build_tuned(base, shape, config.unfreeze, build_head(base.num_features, n_classes, config))
+        groups = [{"params": model.stages.parameters(), "lr": config.base_learning_rate},
+                  {"params": model.head.parameters()}]
+    else:
+        model = build_head(train_x.shape[-1], n_classes, config)
+        groups = [{"params": model.parameters()}]
     with one_torch_thread():
-        return _fit_head(train_x, train_y, val_x, val_y, n_classes, config, progress)
+        return _fit_head(model, groups, train_x, train_y, val_x, val_y, config, progress)
 
 
 @contextmanager
@@ -254,13 +346,11 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _fit_head(train_x, train_y, val_x, val_y, n_classes: int, config: TrainConfig, progress: bool):
+def _fit_head(head, groups, train_x, train_y, val_x, val_y, config: TrainConfig, progress: bool):
     import torch
 
-    torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    head = build_head(train_x.shape[-1], n_classes, config)
-    optimiser = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
     targets = torch.from_numpy(train_y.astype(np.int64))
     history, best, best_state, waited = History(), -1.0, None, 0
@@ -299,14 +389,15 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 # --- export ----------------------------------------------------------------------------------------
 def export_model(
-    head, categories: list[str], output: Path, name: str, probe_files: list[str]
+    head, categories: list[str], output: Path, name: str, probe_files: list[str], base=None
 ) -> tuple[OnnxEncoder, dict[str, float]]:
-    """Base + head to ONNX (L2-normalised embedding, category logits) with its sidecar; checksum = the file's.
-    The ONNX output is checked against PyTorch's on the `probe_files` photos."""
+    """Base (the pretrained one unless given) + head to ONNX (L2-normalised embedding, category logits)
+    with its sidecar; checksum = the file's. The ONNX output is checked against PyTorch's on the
+    `probe_files` photos."""
     from lookalike.encoders.export import embedding_module, export_onnx, torch_reference
-    from lookalike.encoders.registry import _efficientnet_lite0
+    from lookalike.encoders.registry import LITE0_PREP, _efficientnet_lite0
 
-    base, _, prep = _efficientnet_lite0()
+    base, prep = (base, LITE0_PREP) if base is not None else _efficientnet_lite0()[::2]
     module = embedding_module(base, head.eval())
     path = output / MODEL_FILE
     placeholder = EncoderInfo(name=name, checksum="pending", dim=head.fingerprint.out_features)
@@ -364,7 +455,18 @@ def train(
     if wanted and wanted - {f.category for f in everything}:
         raise TrainingError(f"no such categories in {folder}: {', '.join(sorted(wanted - {f.category for f in everything}))}")
     base = get_encoder(DEFAULT_ENCODER)
-    features, kept, skipped = base_features(everything, base, tuple(config.views), progress, cache_root)
+    torch_base = shape = None
+    if config.unfreeze:
+        from lookalike.encoders.registry import _efficientnet_lite0
+
+        torch_base = _efficientnet_lite0()[0]
+        trunk = TrunkEncoder(torch_base, base.info, base.prep, config.unfreeze, cache_root)
+        shape = trunk.shape
+        features, kept, skipped = base_features(everything, trunk, tuple(config.views), progress, cache_root)
+        pretrained = pretrained_pooled(torch_base, shape, config.unfreeze, features[:, 0])
+    else:
+        features, kept, skipped = base_features(everything, base, tuple(config.views), progress, cache_root)
+        pretrained = features[:, 0]
     feature_seconds = time.perf_counter() - started
     training_files = [f for f in kept if wanted is None or f.category in wanted]
     categories = sorted({f.category for f in training_files})
@@ -379,16 +481,18 @@ def train(
         rows = np.asarray([position[p] for p in split[name]], np.int64)
         return features[rows], labels[rows]
 
-    head, history = fit_head(*part("train"), *part("val"), len(categories), config, progress)
+    head, history = fit_head(*part("train"), *part("val"), len(categories), config, progress, torch_base, shape)
     train_seconds = time.perf_counter() - started - feature_seconds
 
     output.mkdir(parents=True, exist_ok=True)
     name = f"lookalike-trained:{output.resolve().name}"
     test_rows = np.asarray([position[p] for p in split["test"]], np.int64)
-    encoder, export_check = export_model(head, categories, output, name, [kept[i].path for i in test_rows[:4]])
+    probes = [kept[i].path for i in test_rows[:4]]
+    encoder, export_check = export_model(head.head if config.unfreeze else head, categories, output, name, probes,
+                                         torch_base)
     trained, logits = head_embeddings(head, features[:, 0])
     every_category = [f.category for f in kept]
-    before = evaluate_vectors(features[:, 0], every_category, queries=test_rows)
+    before = evaluate_vectors(pretrained, every_category, queries=test_rows)
     after = evaluate_vectors(trained, every_category, queries=test_rows)
     left_out = np.flatnonzero(labels < 0)  # photos of categories not trained on, if any
     metrics = {
@@ -400,7 +504,7 @@ def train(
         "test_map@10_before": round(before.map, 6),
         "test_map@10_after": round(after.map, 6),
         "largest_drop": largest_drop(before, after),
-        "held_out": held_out(features[:, 0], trained, every_category, left_out) if len(left_out) else None,
+        "held_out": held_out(pretrained, trained, every_category, left_out) if len(left_out) else None,
         "best_epoch": history.best_epoch,
         "history": history.epochs,
         "export_check": export_check,
