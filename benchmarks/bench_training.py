@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true", help="keep the feature cache from an earlier run")
     parser.add_argument("--unfreeze", type=int, default=0, help="last block stages of the base trained too")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="at most this many epochs")
+    parser.add_argument("--keep-structure", type=float, default=TrainConfig.keep_structure,
+                        help="weight of the loss keeping pretrained pairwise similarities")
     args = parser.parse_args()
     cache = args.out / "features"
     if not args.warm:
@@ -45,15 +47,16 @@ def main() -> None:
     runs = []
     for objective in args.objectives:
         for setting, categories in (("all categories", None), (f"{len(left_out)} categories held out", trained_on)):
-            model = args.out / f"{objective}-u{args.unfreeze}-{'all' if categories is None else 'heldout'}"
+            model = args.out / f"{objective}-u{args.unfreeze}-k{args.keep_structure:g}-{'all' if categories is None else 'heldout'}"
             shutil.rmtree(model, ignore_errors=True)
             started, cpu = time.perf_counter(), time.process_time()
             metrics = train(args.photos, model, TrainConfig(objective=objective, categories=categories, unfreeze=args.unfreeze,
-                                                                epochs=args.epochs), progress=False,
+                                                                epochs=args.epochs, keep_structure=args.keep_structure), progress=False,
                             cache_root=cache)
             metrics["wall_s"], metrics["cpu_s"] = time.perf_counter() - started, time.process_time() - cpu
-            runs.append((f"{objective}, {args.unfreeze} stage(s) unfrozen" if args.unfreeze else objective, setting,
-                         metrics))
+            label = objective + (f", {args.unfreeze} stage(s) unfrozen" if args.unfreeze else "") + (
+                f", keep-structure {args.keep_structure:g}" if args.keep_structure else "")
+            runs.append((label, setting, metrics))
             print(json.dumps({k: v for k, v in metrics.items() if k not in ("history", "skipped")}), flush=True)
     print("\n| objective | trained on | test queries | mAP@10 pretrained 1280-d | mAP@10 trained 256-d "
           "| test accuracy | largest category drop | held-out queries | held-out mAP@10 pretrained -> trained "

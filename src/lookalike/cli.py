@@ -120,6 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         embedding_dim=args.embedding_dim, objective=args.objective, epochs=args.epochs, seed=args.seed,
         unfreeze=args.unfreeze,
+        keep_structure=TrainConfig.keep_structure if args.keep_structure is None else args.keep_structure,
         categories=args.categories.split(",") if args.categories else None,
     )
     metrics = train(args.folder, args.output, config, progress=not args.quiet)
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="split and training seed (default: %(default)s)")
     p.add_argument("--unfreeze", type=int, default=0, choices=[0, 1, 2],
                    help="also train the base's last N block stages (default: %(default)s, frozen base)")
+    p.add_argument("--keep-structure", type=float, default=None, metavar="WEIGHT",
+                   help="weight of a loss keeping the pretrained pairwise similarities (0: off; default: see docs)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     p = add("serve", cmd_serve, "Serve the web page and REST API for a collection.")

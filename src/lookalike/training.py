@@ -56,6 +56,7 @@ class TrainConfig:
     categories: list[str] | None = None  # train on these categories only (None: all)
     unfreeze: int = 0  # last block stages of the base trained too, with its final 1x1 conv (0: frozen base)
     base_learning_rate: float = 1e-4  # for the unfrozen part of the base
+    keep_structure: float = 10.0  # weight of a loss keeping a batch's pairwise cosines the pretrained ones (0: off)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -279,6 +280,15 @@ def loss_fn(logits, targets, config: TrainConfig):
     return torch.nn.functional.cross_entropy(logits, targets)
 
 
+def structure_loss(embedding, teacher: np.ndarray):
+    """Mean squared difference between the batch's pairwise cosine similarities and the pretrained ones."""
+    import torch
+
+    unit = torch.nn.functional.normalize(embedding, dim=1)
+    target = torch.from_numpy(np.ascontiguousarray(teacher, np.float32))
+    return ((unit @ unit.T - target @ target.T) ** 2).mean()
+
+
 def head_embeddings(head, features: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(unit embeddings, logits) of (n, dim) cached features, model in eval mode, in batches."""
     import torch
@@ -315,9 +325,11 @@ class History:
 def fit_head(
     train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int,
     config: TrainConfig, progress: bool = True, base=None, shape: tuple[int, ...] = (),
+    teacher: np.ndarray | None = None,
 ):
     """Train the head (and with `config.unfreeze`, the last stages of `base`, whose cached input maps
-    have `shape`) on cached (n, views, dim) features; keep the epoch with the best validation accuracy."""
+    have `shape`) on cached (n, views, dim) features; keep the epoch with the best validation accuracy.
+    `teacher`: the pretrained (n, views, d) unit vectors `config.keep_structure` compares with."""
     import torch
 
     torch.manual_seed(config.seed)
@@ -329,7 +341,7 @@ def fit_head(
         model = build_head(train_x.shape[-1], n_classes, config)
         groups = [{"params": model.parameters()}]
     with one_torch_thread():
-        return _fit_head(model, groups, train_x, train_y, val_x, val_y, config, progress)
+        return _fit_head(model, groups, train_x, train_y, val_x, val_y, config, progress, teacher)
 
 
 @contextmanager
@@ -346,7 +358,7 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _fit_head(head, groups, train_x, train_y, val_x, val_y, config: TrainConfig, progress: bool):
+def _fit_head(head, groups, train_x, train_y, val_x, val_y, config: TrainConfig, progress: bool, teacher):
     import torch
 
     rng = np.random.default_rng(config.seed)
@@ -363,7 +375,10 @@ def _fit_head(head, groups, train_x, train_y, val_x, val_y, config: TrainConfig,
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
             x = torch.from_numpy(train_x[idx, view[idx]])
-            loss = loss_fn(head(x)[1], targets[idx], config)
+            embedding, logits = head(x)
+            loss = loss_fn(logits, targets[idx], config)
+            if config.keep_structure:
+                loss = loss + config.keep_structure * structure_loss(embedding, teacher[idx, view[idx]])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -481,7 +496,13 @@ def train(
         rows = np.asarray([position[p] for p in split[name]], np.int64)
         return features[rows], labels[rows]
 
-    head, history = fit_head(*part("train"), *part("val"), len(categories), config, progress, torch_base, shape)
+    train_x, train_y = part("train")
+    teacher = None
+    if config.keep_structure:
+        teacher = train_x if not config.unfreeze else np.stack(
+            [pretrained_pooled(torch_base, shape, config.unfreeze, train_x[:, v]) for v in range(train_x.shape[1])], 1)
+    head, history = fit_head(train_x, train_y, *part("val"), len(categories), config, progress, torch_base, shape,
+                             teacher)
     train_seconds = time.perf_counter() - started - feature_seconds
 
     output.mkdir(parents=True, exist_ok=True)
