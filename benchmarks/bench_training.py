@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true", help="keep the feature cache from an earlier run")
     parser.add_argument("--unfreeze", type=int, default=0, help="last block stages of the base trained too")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="at most this many epochs")
+    parser.add_argument("--base-learning-rate", type=float, default=TrainConfig.base_learning_rate,
+                        help="learning rate of the unfrozen base stages")
+    parser.add_argument("--all-only", action="store_true", help="skip the held-out-categories runs")
     parser.add_argument("--keep-structure", type=float, default=TrainConfig.keep_structure,
                         help="weight of the loss keeping pretrained pairwise similarities")
     args = parser.parse_args()
@@ -46,12 +49,14 @@ def main() -> None:
     trained_on, left_out = held_out_categories(args.photos, args.hold_out, seed=0)
     runs = []
     for objective in args.objectives:
-        for setting, categories in (("all categories", None), (f"{len(left_out)} categories held out", trained_on)):
-            model = args.out / f"{objective}-u{args.unfreeze}-k{args.keep_structure:g}-{'all' if categories is None else 'heldout'}"
+        settings = [("all categories", None), (f"{len(left_out)} categories held out", trained_on)]
+        for setting, categories in settings[: 1 if args.all_only else 2]:
+            model = args.out / f"{objective}-u{args.unfreeze}-lr{args.base_learning_rate:g}-k{args.keep_structure:g}-{'all' if categories is None else 'heldout'}"
             shutil.rmtree(model, ignore_errors=True)
             started, cpu = time.perf_counter(), time.process_time()
             metrics = train(args.photos, model, TrainConfig(objective=objective, categories=categories, unfreeze=args.unfreeze,
-                                                                epochs=args.epochs, keep_structure=args.keep_structure), progress=False,
+                                                                epochs=args.epochs, keep_structure=args.keep_structure,
+                                                                base_learning_rate=args.base_learning_rate), progress=False,
                             cache_root=cache)
             metrics["wall_s"], metrics["cpu_s"] = time.perf_counter() - started, time.process_time() - cpu
             label = objective + (f", {args.unfreeze} stage(s) unfrozen" if args.unfreeze else "") + (
