@@ -147,12 +147,7 @@ class Collection:
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, encoder: str | None = None) -> "Collection":
-        if (Path(path) / MANIFEST).exists():
-            collection = cls.open(path)
-            if encoder is not None:
-                collection.check_encoder(encoder)
-            return collection
-        return cls.create(path, encoder=encoder or DEFAULT_ENCODER)
+        return open_existing_or_create(cls, path, (Path(path) / MANIFEST).exists(), encoder)
 
     def close(self) -> None:
         self.catalog.close()
@@ -222,11 +217,7 @@ class Collection:
         re-run only does what is left.
         """
         started = time.perf_counter()
-        try:
-            found, scan_skipped = scan(folder)
-        except FileNotFoundError as e:
-            raise CollectionError(str(e)) from None
-        root = str(Path(os.path.abspath(folder)))
+        root, found, scan_skipped = scan_folder(folder)
         report = UpdateReport(root=root)
         with self._write_lock():
             indexed = self.catalog.files_under(root)
@@ -505,6 +496,25 @@ class Collection:
             "created": self.manifest["created"],
             "updated": self.manifest["updated"],
         }
+
+
+def scan_folder(folder: str | os.PathLike) -> tuple[str, list[FoundFile], list[Skipped]]:
+    """The folder's root as stored, its image files and the entries that cannot be read."""
+    try:
+        found, skipped = scan(folder)
+    except FileNotFoundError as e:
+        raise CollectionError(str(e)) from None
+    return str(Path(os.path.abspath(folder))), found, skipped
+
+
+def open_existing_or_create(store: type, spec: str | os.PathLike, exists: bool, encoder: str | None):
+    """Open `spec` when it exists (refusing vectors of another encoder), else create it with `encoder`."""
+    if not exists:
+        return store.create(spec, encoder=encoder or DEFAULT_ENCODER)
+    opened = store.open(spec)
+    if encoder is not None:
+        opened.check_encoder(encoder)
+    return opened
 
 
 def plan_update(

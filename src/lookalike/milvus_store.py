@@ -35,11 +35,13 @@ from lookalike.collection import (
     UpdateReport,
     Waiting,
     embed_and_commit,
+    open_existing_or_create,
     plan_update,
+    scan_folder,
 )
 from lookalike.embedding import Batch, embed_files
 from lookalike.encoders import DEFAULT_ENCODER, get_encoder
-from lookalike.images import FoundFile, scan
+from lookalike.images import FoundFile
 
 SCHEME = "milvus:"
 DEFAULT_NAME = "lookalike"
@@ -103,6 +105,8 @@ class MilvusCollection:
     predict = Collection.predict
     search = Collection.search
     similar = Collection.similar
+    __enter__ = Collection.__enter__
+    __exit__ = Collection.__exit__
 
     def __init__(self, client, uri: str, name: str, readonly: bool = False) -> None:
         self.client = client
@@ -173,21 +177,10 @@ class MilvusCollection:
             client = _connect(uri)
             exists = client.has_collection(name)
             client.close()
-        if exists:
-            store = cls.open(spec)
-            if encoder is not None:
-                store.check_encoder(encoder)
-            return store
-        return cls.create(spec, encoder=encoder or DEFAULT_ENCODER)
+        return open_existing_or_create(cls, spec, exists, encoder)
 
     def close(self) -> None:
         self.client.close()
-
-    def __enter__(self) -> "MilvusCollection":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # --- state --------------------------------------------------------------------------------
     def _read_meta(self) -> None:
@@ -223,11 +216,7 @@ class MilvusCollection:
         if self.readonly:
             raise CollectionError(f"{self.path} is open read-only")
         started = time.perf_counter()
-        try:
-            found, scan_skipped = scan(folder)
-        except FileNotFoundError as e:
-            raise CollectionError(str(e)) from None
-        root = str(Path(os.path.abspath(folder)))
+        root, found, scan_skipped = scan_folder(folder)
         report = UpdateReport(root=root)
         indexed = {r["path"]: (r["id"], r["size"], r["mtime_ns"]) for r in self._rows(
             self.name, f"root == {literal(root)}", ["id", "path", "size", "mtime_ns"])}
