@@ -412,9 +412,12 @@ class Collection:
 
     def embed_image(self, image: str | os.PathLike | bytes) -> np.ndarray:
         """The unit vector of a query image given as a path or as file bytes."""
+        return self.encoder.embed(self._query_tensor(image))[0]
+
+    def _query_tensor(self, image: str | os.PathLike | bytes) -> np.ndarray:
+        """A query image (path or file bytes) as a batch of one, preprocessed for the encoder."""
         data = read_bytes(str(image)) if not isinstance(image, bytes) else image
-        decoded = decode_bytes(data, self.encoder.prep)
-        return self.encoder.embed(decoded.tensor[None])[0]
+        return decode_bytes(data, self.encoder.prep).tensor[None]
 
     def predict(self, image: str | os.PathLike | bytes, top: int = 3) -> list[tuple[str, float]]:
         """The encoder's most likely categories for an image, when it was trained on categories
@@ -422,8 +425,7 @@ class Collection:
         encoder = self.encoder
         if not encoder.labels or encoder.label_kind != "categories":
             return []
-        decoded = decode_bytes(read_bytes(str(image)) if not isinstance(image, bytes) else image, encoder.prep)
-        _, probs = encoder.embed_and_classify(decoded.tensor[None])
+        _, probs = encoder.embed_and_classify(self._query_tensor(image))
         best = np.argsort(-probs[0])[:top]
         return [(encoder.labels[i], float(probs[0][i])) for i in best]
 

@@ -102,6 +102,7 @@ class MilvusCollection:
     check_encoder = Collection.check_encoder
     _check_same = Collection._check_same
     embed_image = Collection.embed_image
+    _query_tensor = Collection._query_tensor
     predict = Collection.predict
     search = Collection.search
     similar = Collection.similar
