@@ -128,3 +128,16 @@ def test_reader_sees_new_commits(make_photo_folder, tmp_path):
         writer.update(photos, progress=False)
         assert len(reader) == 3
         np.testing.assert_allclose(np.linalg.norm(reader.vector_of(1)), 1.0, atol=1e-5)
+
+
+def test_symlinked_category_folder_is_indexed_once(make_photo_folder, tmp_path):
+    real = make_photo_folder(["pizza"], 3, name="real")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "food").symlink_to(real / "pizza", target_is_directory=True)
+    (photos / "food" / "again").symlink_to(real / "pizza", target_is_directory=True)  # a loop
+    (photos / "snacks").symlink_to(real / "pizza", target_is_directory=True)  # the same folder twice
+    with Collection.create(tmp_path / "c") as collection:
+        report = collection.update(photos, progress=False)
+        assert (report.added, report.skipped) == (3, [])
+        assert collection.categories() == {"food": 3}

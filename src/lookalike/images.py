@@ -67,7 +67,8 @@ def category_of(path: Path, root: Path) -> str | None:
 
 
 def scan(root: str | os.PathLike) -> tuple[list[FoundFile], list[Skipped]]:
-    """List image files under root (by extension), never following directory symlinks.
+    """List image files under root (by extension). Symlinked folders are followed, each real folder once,
+    so a symlink loop ends the walk there instead of going round.
 
     Returns the files, sorted by path, and the image-named entries that could not even be stat'ed.
     """
@@ -76,7 +77,13 @@ def scan(root: str | os.PathLike) -> tuple[list[FoundFile], list[Skipped]]:
         raise FileNotFoundError(f"not a folder: {top}")
     found: list[FoundFile] = []
     skipped: list[Skipped] = []
-    for dirpath, dirnames, filenames in os.walk(top, onerror=None, followlinks=False):
+    seen_folders: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        folder = os.stat(dirpath)
+        if (folder.st_dev, folder.st_ino) in seen_folders:  # a symlink back to a folder already walked
+            dirnames[:] = []
+            continue
+        seen_folders.add((folder.st_dev, folder.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
