@@ -81,7 +81,7 @@ class UpdateReport:
         )
 
 
-def _now() -> str:
+def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
@@ -123,8 +123,8 @@ class Collection:
             "format_version": FORMAT_VERSION,
             "encoder": {**enc.info.to_dict(), "spec": encoder},
             "index": {"backend": backend, "params": {}},
-            "created": _now(),
-            "updated": _now(),
+            "created": utc_now(),
+            "updated": utc_now(),
             "counts": {"items": 0, "skipped": 0, "categories": 0},
         }
         _write_json_atomic(path / MANIFEST, manifest)
@@ -286,7 +286,7 @@ class Collection:
         return len(paths)
 
     def _write_manifest(self) -> None:
-        self.manifest["updated"] = _now()
+        self.manifest["updated"] = utc_now()
         self.manifest["counts"] = {
             "items": self.catalog.count(),
             "skipped": len(self.catalog.skipped()),

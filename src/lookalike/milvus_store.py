@@ -34,6 +34,7 @@ from lookalike.collection import (
     Result,
     UpdateReport,
     Waiting,
+    utc_now,
     embed_and_commit,
     open_existing_or_create,
     plan_update,
@@ -84,10 +85,6 @@ def _connect(uri: str):
         return MilvusClient(uri=uri, token=os.environ.get("MILVUS_TOKEN", ""))
     except MilvusException as e:
         raise CollectionError(f"cannot open Milvus at {uri}: {e.message}") from None
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class MilvusCollection:
@@ -150,8 +147,8 @@ class MilvusCollection:
             "format_version": FORMAT_VERSION,
             "encoder": {**enc.info.to_dict(), "spec": encoder},
             "index": {"backend": "milvus", "params": {**index_info, "metric_type": "IP"}},
-            "created": _now(),
-            "updated": _now(),
+            "created": utc_now(),
+            "updated": utc_now(),
             "counts": {"items": 0, "skipped": 0, "categories": 0},
         }
         client.upsert(f"{name}_meta", [_meta_row({"manifest": manifest, "next_id": 1, "generation": 0})])
@@ -296,7 +293,7 @@ class MilvusCollection:
 
     def _manifest_now(self) -> dict:
         categories, _ = self._summarise()
-        self.manifest["updated"] = _now()
+        self.manifest["updated"] = utc_now()
         self.manifest["counts"] = {
             "items": sum(categories.values()),
             "skipped": len(self._skipped_list()),

@@ -23,8 +23,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LOOKALIKE_CACHE") or Path.home() / ".cache" / "lookalike")
 
 
-@lru_cache(maxsize=64)
 def file_checksum(path: Path) -> str:
+    """sha256 of a file (first 16 hex digits), computed once per version of the file."""
+    st = os.stat(path)
+    return _checksum(Path(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _checksum(path: Path, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
