@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike import Collection
-from lookalike.encoders import OnnxEncoder, get_encoder
+from lookalike.encoders import DEFAULT_ENCODER, OnnxEncoder, get_encoder
 from lookalike.images import decode_file
 
 
@@ -36,10 +36,10 @@ def linked_folder(photos: list[Path], into: Path) -> Path:
     return into
 
 
-def full_pipeline(photos: list[Path]) -> float:
+def full_pipeline(photos: list[Path], encoder: str = DEFAULT_ENCODER) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         folder = linked_folder(photos, Path(tmp) / "photos")
-        with Collection.create(Path(tmp) / "c") as collection:
+        with Collection.create(Path(tmp) / "c", encoder=encoder) as collection:
             report = collection.update(folder, progress=False)
     assert report.embedded == len(photos), report.summary()
     return len(photos) / report.seconds
@@ -68,9 +68,9 @@ def naive_pytorch(photos: list[Path]) -> float:
     from PIL import Image
     from torchvision import transforms
 
-    from lookalike.encoders.registry import _efficientnet_lite0
+    from lookalike.encoders.registry import efficientnet_lite
 
-    model, _, prep = _efficientnet_lite0()
+    model, _, prep = efficientnet_lite()
     transform = transforms.Compose([
         transforms.Resize((prep.size, prep.size)),
         transforms.ToTensor(),

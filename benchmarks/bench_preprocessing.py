@@ -19,7 +19,7 @@ import numpy as np
 from lookalike.embedding import embed_files
 from lookalike.encoders.export import embedding_module, export_onnx
 from lookalike.encoders.onnx_encoder import EncoderInfo, load_onnx_encoder
-from lookalike.encoders.registry import _efficientnet_lite0
+from lookalike.encoders.registry import efficientnet_lite
 from lookalike.evaluation import evaluate_vectors
 from lookalike.images import Preprocess, scan
 
@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     files = sample(args.dataset, args.per_category)
     labels = [f.category for f in files]
-    weights = _efficientnet_lite0()[0].state_dict()
+    weights = efficientnet_lite()[0].state_dict()
     print(f"{len(files)} photos, {len(set(labels))} categories; each searched against the rest\n")
     print(f"{'recipe':<72} {'P@1':>6} {'P@10':>6} {'mAP@10':>7}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -69,7 +69,7 @@ def test_base_features_are_cached_by_content(trained):
     _, _, cache = trained
     (folder,) = cache.iterdir()
     features = np.load(folder / "features.npy")
-    assert features.shape == (80, 2 * 1280)  # 80 photos, centre and mirrored views
+    assert features.shape == (80, 2 * 2560)  # 80 photos, centre and mirrored views, two base networks side by side
     assert len(json.loads((folder / "hashes.json").read_text())) == 80
 
 
@@ -105,11 +105,15 @@ def test_bad_training_input_is_one_line_error(trained, tiny_folder: Path, tmp_pa
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 4 and all(e.startswith("lookalike: error:") for e in errors)
     assert "not empty" in errors[0] and "nope" in errors[3]
+    assert main(["train", str(tiny_folder), "--output", str(tmp_path / "m4"), "--base", "resnet"]) == 2
+    assert main(["train", str(tiny_folder), "--output", str(tmp_path / "m5"), "--unfreeze", "1"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert "unknown base" in errors[0] and "single built-in base" in errors[1]
 
 
 def test_unfrozen_last_stage_trains_and_exports(tiny_folder: Path, tmp_path: Path):
     cache = tmp_path / "cache"
-    metrics = train(tiny_folder, tmp_path / "tuned", TrainConfig(epochs=2, unfreeze=1), progress=False, cache_root=cache)
+    metrics = train(tiny_folder, tmp_path / "tuned", TrainConfig(base="efficientnet_lite0", epochs=2, unfreeze=1), progress=False, cache_root=cache)
     assert metrics["test_accuracy"] >= 0.75
     assert metrics["export_check"]["onnx_vs_torch_max_abs"] < 1e-4  # the trained last stage is in the export
     maps = np.load(next(cache.glob("*-trunk1-center+flip")) / "features.npy")

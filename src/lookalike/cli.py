@@ -118,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lookalike.training import TrainConfig, train
 
     config = TrainConfig(
-        embedding_dim=args.embedding_dim, objective=args.objective, epochs=args.epochs, seed=args.seed,
+        base=args.base or TrainConfig.base, embedding_dim=args.embedding_dim, objective=args.objective, epochs=args.epochs, seed=args.seed,
         unfreeze=args.unfreeze,
         keep_structure=TrainConfig.keep_structure if args.keep_structure is None else args.keep_structure,
         categories=args.categories.split(",") if args.categories else None,
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     p.add_argument("folder", help="photo folder; first-level subfolders are the categories")
     p.add_argument("--output", "-o", required=True, metavar="MODEL_DIR", help="new folder for the trained model")
+    p.add_argument("--base", default=None, metavar="ENCODER",
+                   help="pretrained base: a built-in encoder, or several joined by '+' (default: see docs)")
     p.add_argument("--epochs", type=int, default=40, help="at most this many epochs (early stopping; default: %(default)s)")
     p.add_argument("--embedding-dim", type=int, default=256, help="search vector size (default: %(default)s)")
     p.add_argument("--objective", choices=["cosine", "softmax"], default="cosine",

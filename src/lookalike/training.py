@@ -22,11 +22,12 @@ from lookalike.collection import CollectionError
 from lookalike.embedding import embed_files
 from lookalike.encoders import OnnxEncoder, get_encoder
 from lookalike.encoders.onnx_encoder import EncoderInfo, write_sidecar
-from lookalike.encoders.registry import DEFAULT_ENCODER, MODEL_FILE, cache_dir, file_checksum
+from lookalike.encoders.registry import BUILTIN, MODEL_FILE, build_backbone, cache_dir, file_checksum
 from lookalike.evaluation import Evaluation, evaluate_vectors
 from lookalike.images import FoundFile, decode_file, scan
 
 SPLITS = ("train", "val", "test")
+DEFAULT_BASE = "efficientnet_lite0+efficientnet_lite1"  # see docs/evaluation.md: the one that reaches 0.97
 OBJECTIVES = ("cosine", "softmax")
 VIEWS = ("center", "flip")
 
@@ -39,10 +40,11 @@ class TrainingError(CollectionError):
 class TrainConfig:
     """Everything that decides a training run (saved as config.json in the model folder)."""
 
+    base: str = DEFAULT_BASE  # a built-in encoder, or several joined by '+' (an ensemble)
     embedding_dim: int = 256
     objective: str = "cosine"  # "cosine": normalised softmax with a margin; "softmax": the original Dense head
     epochs: int = 40
-    patience: int = 6  # early stopping: epochs without a better validation accuracy
+    patience: int = 10  # early stopping: epochs without a better validation mAP@10
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -67,6 +69,10 @@ class TrainConfig:
             raise TrainingError("validation and test fractions must be positive and leave most photos for training")
         if not 0 <= self.unfreeze <= 2:
             raise TrainingError("unfreeze must be 0 (frozen base), 1 or 2 (last block stages)")
+        if not all(part in BUILTIN for part in self.base.split("+")):
+            raise TrainingError(f"unknown base {self.base!r}; choose among {', '.join(sorted(BUILTIN))}, or join them with '+'")
+        if self.unfreeze and self.base not in BUILTIN:
+            raise TrainingError(f"--unfreeze needs a single built-in base, not {self.base!r}")
         if self.embedding_dim < 2 or self.epochs < 1:
             raise TrainingError("embedding dimension must be at least 2 and epochs at least 1")
 
@@ -328,7 +334,8 @@ def fit_head(
     teacher: np.ndarray | None = None,
 ):
     """Train the head (and with `config.unfreeze`, the last stages of `base`, whose cached input maps
-    have `shape`) on cached (n, views, dim) features; keep the epoch with the best validation accuracy.
+    have `shape`) on cached (n, views, dim) features; keep the epoch with the best validation mAP@10
+    (validation photos searched among training and validation photos; ties go to the later epoch).
     `teacher`: the pretrained (n, views, d) unit vectors `config.keep_structure` compares with."""
     import torch
 
@@ -365,6 +372,9 @@ def _fit_head(head, groups, train_x, train_y, val_x, val_y, config: TrainConfig,
     optimiser = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
     targets = torch.from_numpy(train_y.astype(np.int64))
+    gallery = np.concatenate([train_x[:, 0], val_x[:, 0]])
+    gallery_labels = [str(y) for y in np.concatenate([train_y, val_y])]
+    val_rows = np.arange(len(train_x), len(gallery))
     history, best, best_state, waited = History(), -1.0, None, 0
     bar = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -384,11 +394,16 @@ def _fit_head(head, groups, train_x, train_y, val_x, val_y, config: TrainConfig,
             optimiser.step()
             total += loss.item() * len(idx)
         schedule.step()
-        val_acc = accuracy(head_embeddings(head, val_x[:, 0])[1], val_y) if len(val_x) else 0.0
-        history.epochs.append({"epoch": epoch, "loss": round(total / len(order), 5), "val_accuracy": round(val_acc, 5)})
-        bar.set_postfix(loss=f"{total / len(order):.3f}", val_acc=f"{val_acc:.3f}")
-        if val_acc > best:
-            best, waited, history.best_epoch = val_acc, 0, epoch
+        val_acc = val_map = 0.0
+        if len(val_rows):
+            embeddings, logits = head_embeddings(head, gallery)
+            val_acc = accuracy(logits[val_rows], val_y)
+            val_map = evaluate_vectors(embeddings, gallery_labels, queries=val_rows).map
+        history.epochs.append({"epoch": epoch, "loss": round(total / len(order), 5), "val_accuracy": round(val_acc, 5),
+                               "val_map@10": round(val_map, 5)})
+        bar.set_postfix(loss=f"{total / len(order):.3f}", val_acc=f"{val_acc:.3f}", val_map=f"{val_map:.3f}")
+        if val_map >= best:
+            best, waited, history.best_epoch = val_map, 0, epoch
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
         else:
             waited += 1
@@ -404,16 +419,13 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 # --- export ----------------------------------------------------------------------------------------
 def export_model(
-    head, categories: list[str], output: Path, name: str, probe_files: list[str], base=None
+    head, categories: list[str], output: Path, name: str, probe_files: list[str], backbone, prep
 ) -> tuple[OnnxEncoder, dict[str, float]]:
-    """Base (the pretrained one unless given) + head to ONNX (L2-normalised embedding, category logits)
-    with its sidecar; checksum = the file's. The ONNX output is checked against PyTorch's on the
-    `probe_files` photos."""
+    """PyTorch backbone + head to ONNX (L2-normalised embedding, category logits) with its sidecar;
+    checksum = the file's. The ONNX output is checked against PyTorch's on the `probe_files` photos."""
     from lookalike.encoders.export import embedding_module, export_onnx, torch_reference
-    from lookalike.encoders.registry import LITE0_PREP, _efficientnet_lite0
 
-    base, prep = (base, LITE0_PREP) if base is not None else _efficientnet_lite0()[::2]
-    module = embedding_module(base, head.eval())
+    module = embedding_module(backbone, head.eval())
     path = output / MODEL_FILE
     placeholder = EncoderInfo(name=name, checksum="pending", dim=head.fingerprint.out_features)
     export_onnx(module, path, prep, placeholder, categories, label_kind="categories")
@@ -469,12 +481,9 @@ def train(
     everything = [f for f in found if f.category is not None]
     if wanted and wanted - {f.category for f in everything}:
         raise TrainingError(f"no such categories in {folder}: {', '.join(sorted(wanted - {f.category for f in everything}))}")
-    base = get_encoder(DEFAULT_ENCODER)
-    torch_base = shape = None
+    base = get_encoder(config.base)
+    torch_base, shape = build_backbone(config.base)[0], None
     if config.unfreeze:
-        from lookalike.encoders.registry import _efficientnet_lite0
-
-        torch_base = _efficientnet_lite0()[0]
         trunk = TrunkEncoder(torch_base, base.info, base.prep, config.unfreeze, cache_root)
         shape = trunk.shape
         features, kept, skipped = base_features(everything, trunk, tuple(config.views), progress, cache_root)
@@ -510,7 +519,7 @@ def train(
     test_rows = np.asarray([position[p] for p in split["test"]], np.int64)
     probes = [kept[i].path for i in test_rows[:4]]
     encoder, export_check = export_model(head.head if config.unfreeze else head, categories, output, name, probes,
-                                         torch_base)
+                                         torch_base, base.prep)
     trained, logits = head_embeddings(head, features[:, 0])
     every_category = [f.category for f in kept]
     before = evaluate_vectors(pretrained, every_category, queries=test_rows)

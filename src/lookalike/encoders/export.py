@@ -11,8 +11,11 @@ from lookalike.images import Preprocess
 
 
 def embedding_module(backbone, head=None):
-    """Wrap a timm backbone: pooled features (through `head` if given), L2-normalised, and its logits."""
+    """Wrap a timm backbone or an `Ensemble`: pooled features (through `head` if given), L2-normalised,
+    and its logits (the head's if given)."""
     import torch
+
+    from lookalike.encoders.ensemble import pooled_and_logits
 
     class Embedder(torch.nn.Module):
         def __init__(self) -> None:
@@ -21,11 +24,9 @@ def embedding_module(backbone, head=None):
             self.head = head
 
         def forward(self, x):
-            pooled = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
-            if self.head is None:
-                features, logits = pooled, self.backbone.get_classifier()(pooled)
-            else:
-                features, logits = self.head(pooled)
+            features, logits = pooled_and_logits(self.backbone, x)
+            if self.head is not None:
+                features, logits = self.head(features)
             return torch.nn.functional.normalize(features, dim=1), logits
 
     return Embedder().eval()
