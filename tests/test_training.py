@@ -125,3 +125,14 @@ def test_unfrozen_last_stage_trains_and_exports(tiny_folder: Path, tmp_path: Pat
         collection.update(tiny_folder)
         assert collection.search(dataset_photos("pizza")[30], k=1)[0].category == "pizza"
     assert encoder.dim == 256
+
+
+def test_cli_trains_on_a_chosen_base(tiny_folder: Path, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "lite0-model"
+    assert main(["train", str(tiny_folder), "--output", str(model), "--base", "efficientnet_lite0", "--epochs", "3", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained (efficientnet_lite0) ->" in out and "trained" in out
+    config = json.loads((model / "config.json").read_text())
+    assert config["base"] == "efficientnet_lite0" and config["base_encoder"]["dim"] == 1280
+    assert get_encoder(str(model)).prep.size == 224  # the single network's own input size

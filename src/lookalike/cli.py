@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"trained on {metrics['split']['train']} photos of {metrics['categories']} categories "
           f"in {metrics['seconds']['total']:.0f}s (best epoch {metrics['best_epoch']}); {len(metrics['skipped'])} skipped")
     print(f"test split: accuracy {metrics['test_accuracy']:.3f}, retrieval mAP@10 "
-          f"{metrics['test_map@10_before']:.3f} before -> {metrics['test_map@10_after']:.3f} after")
+          f"{metrics['test_map@10_before']:.3f} pretrained ({config.base}) -> {metrics['test_map@10_after']:.3f} trained")
     print(f"model: {args.output}  (use it: lookalike index {args.folder} --encoder {args.output} -c NEW_COLLECTION)")
     return 0
 

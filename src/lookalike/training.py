@@ -546,6 +546,6 @@ def train(
     _write_json(output / "split.json", {"root": str(Path(folder).resolve()), "seed": config.seed,
                                         "fractions": {"val": config.val_fraction, "test": config.test_fraction},
                                         **split})
-    _write_json(output / "config.json", {**asdict(config), "views": list(config.views), "base": base.info.to_dict()})
+    _write_json(output / "config.json", {**asdict(config), "views": list(config.views), "base_encoder": base.info.to_dict()})
     _write_json(output / "metrics.json", metrics)
     return metrics
