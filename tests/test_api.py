@@ -79,8 +79,9 @@ def test_categories_stats_health_and_schema(api, five_category_collection):
     stats = api.get("/api/stats").json()
     assert stats["items"] == 60 and stats["categories"] == 5
     with Collection.open(five_category_collection, readonly=True) as collection:
-        backend = collection.info()["index"]["backend"]
-    assert stats["encoder"]["name"] == "efficientnet_lite0" and stats["backend"] == backend
+        index = collection.info()["index"]
+    assert index["backend"] == "auto" and index["in_use"] == "exact"  # 60 items: below the switch to HNSW
+    assert stats["encoder"]["name"] == "efficientnet_lite0" and stats["backend"] == "exact"
     assert stats["index"]["size"] == 60
     assert api.get("/healthz").json() == {"status": "ok", "items": 60}
     paths = api.get("/openapi.json").json()["paths"]

@@ -142,7 +142,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"collection   {info['path']}")
     print(f"images       {info['items']}")
     print(f"encoder      {enc['name']} ({enc['dim']}-d, weights {enc['checksum']})")
-    print(f"index        {info['index']['backend']} {info['index']['params'] or ''}".rstrip())
+    index = info["index"]
+    in_use = f" (now {index['in_use']})" if index.get("in_use", index["backend"]) != index["backend"] else ""
+    print(f"index        {index['backend']}{in_use} {index['params'] or ''}".rstrip())
     size = info["size_bytes"]
     print(f"size on disk {size / 1e6:.1f} MB" if size is not None else "size on disk (on the Milvus server)")
     print(f"folders      {', '.join(info['roots']) or '-'}")

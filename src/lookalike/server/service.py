@@ -171,7 +171,7 @@ class SearchService:
             "items": info["items"],
             "categories": len([c for c in info["categories"] if c != "(none)"]),
             "encoder": info["encoder"],
-            "backend": info["index"]["backend"],
+            "backend": info["index"].get("in_use", info["index"]["backend"]),  # what `auto` resolves to now
             "index": {**info["index"], "size": size},
             "size_bytes": info["size_bytes"],
             "skipped": len(info["skipped"]),
