@@ -111,3 +111,11 @@ def test_cli_index_on_ray_into_milvus(ray_session, photos, reference, tmp_path, 
     assert f"{len(by_path(expected))} added" in capsys.readouterr().out
     with open_collection(spec, readonly=True) as store:
         assert_same(store, expected)
+
+
+def test_unreachable_ray_address_is_a_quick_one_line_error(photos: Path, tmp_path: Path, capsys):
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1", "nonsense"):
+        assert main(["index", str(photos), "-c", str(tmp_path / "c.lookalike"), "--ray", address, "-q"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("lookalike: error:") for e in errors)
+    assert "cannot reach Ray at 127.0.0.1:1" in errors[0] and "not auto, host:port" in errors[2]

@@ -11,12 +11,14 @@ duplicates files.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from lookalike.collection import CollectionError
 from lookalike.embedding import Batch, decode_or_reason
 from lookalike.encoders import OnnxEncoder
 from lookalike.encoders.onnx_encoder import load_onnx_encoder
@@ -61,6 +63,20 @@ class EmbedBlock:
         return out
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A one-line error within seconds when nothing listens at a `host:port` or `ray://host:port`
+    address (Ray itself waits for minutes); `auto` is left to Ray."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise CollectionError(f"Ray address {address!r} is not auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise CollectionError(f"cannot reach Ray at {address}: {e.strerror or e}") from None
+
+
 class RayEmbedder:
     """Embeds files on Ray with the same output as `embedding.embed_files`.
 
@@ -76,6 +92,8 @@ class RayEmbedder:
     def __enter__(self) -> "RayEmbedder":
         import ray
 
+        if self.address:
+            check_reachable(self.address)
         if not ray.is_initialized():
             if self.address:
                 ray.init(address=self.address, log_to_driver=False)
