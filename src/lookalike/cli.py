@@ -118,8 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lookalike.training import TrainConfig, train
 
     config = TrainConfig(
-        base=args.base or TrainConfig.base, embedding_dim=args.embedding_dim, objective=args.objective, epochs=args.epochs, seed=args.seed,
-        unfreeze=args.unfreeze,
+        base=args.base or TrainConfig.base, embedding_dim=args.embedding_dim, objective=args.objective,
+        epochs=args.epochs, seed=args.seed, unfreeze=args.unfreeze,
         keep_structure=TrainConfig.keep_structure if args.keep_structure is None else args.keep_structure,
         categories=args.categories.split(",") if args.categories else None,
     )

@@ -22,7 +22,7 @@ from lookalike.collection import CollectionError
 from lookalike.embedding import embed_files
 from lookalike.encoders import OnnxEncoder, get_encoder
 from lookalike.encoders.onnx_encoder import EncoderInfo, write_sidecar
-from lookalike.encoders.registry import BUILTIN, MODEL_FILE, build_backbone, cache_dir, file_checksum
+from lookalike.encoders.registry import BUILTIN, MODEL_FILE, build_backbone, builtin_parts, cache_dir, file_checksum
 from lookalike.evaluation import Evaluation, evaluate_vectors
 from lookalike.images import FoundFile, decode_file, scan
 
@@ -69,7 +69,7 @@ class TrainConfig:
             raise TrainingError("validation and test fractions must be positive and leave most photos for training")
         if not 0 <= self.unfreeze <= 2:
             raise TrainingError("unfreeze must be 0 (frozen base), 1 or 2 (last block stages)")
-        if not all(part in BUILTIN for part in self.base.split("+")):
+        if builtin_parts(self.base) is None:
             raise TrainingError(f"unknown base {self.base!r}; choose among {', '.join(sorted(BUILTIN))}, or join them with '+'")
         if self.unfreeze and self.base not in BUILTIN:
             raise TrainingError(f"--unfreeze needs a single built-in base, not {self.base!r}")

